@@ -1,0 +1,44 @@
+"""imgclust: unsupervised image classification.
+
+Every image becomes a vector (raw pixels or a pretrained network's embedding), the vectors are
+clustered, k can be chosen for you, and the groups come back as a table, folders, and scores
+when labels exist.
+
+Example:
+    >>> import imgclust
+    >>> result = imgclust.run("photos", "out", features="efficientnet-lite0", k=5)  # doctest: +SKIP
+    >>> result.summary["metrics"]  # doctest: +SKIP
+"""
+
+__version__ = "0.1.0"
+
+from .cluster import ClusterResult, cluster, list_clusterers
+from .config import RunConfig
+from .errors import ImgclustError
+from .features import get_extractor, list_extractors
+from .features.extract import extract
+from .io.decode import decode
+from .io.discover import ImageRecord, discover
+from .metrics import evaluate
+from .outputs.export import export
+from .pipeline import RunResult, load_features, run
+
+__all__ = [
+    "ClusterResult",
+    "ImageRecord",
+    "ImgclustError",
+    "RunConfig",
+    "RunResult",
+    "__version__",
+    "cluster",
+    "decode",
+    "discover",
+    "evaluate",
+    "export",
+    "extract",
+    "get_extractor",
+    "list_clusterers",
+    "list_extractors",
+    "load_features",
+    "run",
+]

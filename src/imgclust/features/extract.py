@@ -1,0 +1,166 @@
+"""Extraction: records in, vectors out, through the cache, with decoding overlapped with inference."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..cache import EmbeddingCache, file_key
+from ..io.decode import DEFAULT_MAX_PIXELS, decode
+from ..io.discover import ImageRecord
+from .base import Extractor
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One decoded and prepared image, or why it failed."""
+
+    array: np.ndarray | None
+    status: str = "ok"
+    error: str = ""
+
+
+def prepare_one(extractor: Extractor, record: ImageRecord, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
+    """Decode one file and turn it into the extractor's input. Never raises for a bad file."""
+    decoded = decode(record.path, max_pixels=max_pixels, draft_size=extractor.draft_size)
+    if decoded.image is None:
+        return Prepared(None, decoded.status, decoded.error)
+    try:
+        return Prepared(extractor.prepare(decoded.image))
+    except (ValueError, OSError, MemoryError) as exc:
+        return Prepared(None, "corrupt", f"Could not resize the image: {exc}.")
+
+
+def embed_shard(extractor: Extractor, records: Sequence[ImageRecord], *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                pool: ThreadPoolExecutor | None = None) -> tuple[np.ndarray, list[Prepared]]:
+    """Decode, prepare and embed one shard of records (used by every backend).
+
+    Returns:
+        (vectors of the images that decoded, shape (n_good, dim) float32; one Prepared per record).
+    """
+    if pool is not None:
+        prepared = list(pool.map(lambda r: prepare_one(extractor, r, max_pixels), records))
+    else:
+        prepared = [prepare_one(extractor, r, max_pixels) for r in records]
+    return _embed_prepared(extractor, prepared), prepared
+
+
+def _embed_prepared(extractor: Extractor, prepared: Sequence[Prepared]) -> np.ndarray:
+    good = [p.array for p in prepared if p.array is not None]
+    if not good:
+        return np.zeros((0, extractor.dim), dtype=np.float32)
+    X = extractor.embed(np.stack(good))
+    if X.shape != (len(good), extractor.dim):
+        raise RuntimeError(f"{extractor.name} returned shape {X.shape} for {len(good)} images")
+    return X
+
+
+@dataclass
+class Extraction:
+    """The vectors of a set of records.
+
+    Attributes:
+        X: np.ndarray of shape (n_usable, dim), float32: one row per record whose status is ok,
+            in the order of ``records``.
+        records: every record, with the status of those that failed to decode updated.
+        n_computed: vectors computed in this call; n_cached: vectors read from the cache.
+    """
+
+    X: np.ndarray
+    records: list[ImageRecord]
+    n_computed: int = 0
+    n_cached: int = 0
+
+    @property
+    def usable(self) -> list[ImageRecord]:
+        return [r for r in self.records if r.ok]
+
+
+def extract(
+    records: Sequence[ImageRecord],
+    extractor: Extractor,
+    *,
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 32,
+    identity: str = "stat",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    decode_threads: int = 2,
+    progress: Progress | None = None,
+) -> Extraction:
+    """Vectors for every usable record: from the cache where present, computed (and cached) otherwise.
+
+    Decoding and resizing of the next batch run in ``decode_threads`` threads while the network
+    embeds the current one. Each finished batch is written to the cache at once, so an
+    interrupted run resumes from the last finished batch.
+
+    Example:
+        >>> from imgclust.features import get_extractor
+        >>> ex = extract(discover("photos"), get_extractor("pixels"))  # doctest: +SKIP
+        >>> ex.X.shape  # doctest: +SKIP
+        (120, 3072)
+    """
+    records = list(records)
+    todo_idx = [i for i, r in enumerate(records) if r.ok]
+    keys: dict[int, str] = {}
+    for i in todo_idx:
+        try:
+            keys[i] = file_key(records[i], identity)
+        except OSError as exc:
+            records[i] = records[i].failed("unreadable", f"Cannot read the file: {exc.strerror or exc}.")
+    todo_idx = [i for i in todo_idx if i in keys]
+    vectors: dict[int, np.ndarray] = {}
+    n_cached = 0
+    if cache is not None:
+        for i in todo_idx:
+            if keys[i] in cache:
+                n_cached += 1
+        hits = [i for i in todo_idx if keys[i] in cache]
+        if hits:
+            for i, row in zip(hits, cache.get_many([keys[i] for i in hits]), strict=True):
+                vectors[i] = row
+    missing = [i for i in todo_idx if i not in vectors]
+    total = len(todo_idx)
+    done = n_cached
+    if progress:
+        progress("extract", done, total)
+
+    batches = [missing[s:s + batch_size] for s in range(0, len(missing), batch_size)]
+    n_computed = 0
+    with ThreadPoolExecutor(max_workers=max(1, decode_threads), thread_name_prefix="imgclust-decode") as pool:
+        def submit(batch: list[int]) -> list[Future[Prepared]]:
+            return [pool.submit(prepare_one, extractor, records[i], max_pixels) for i in batch]
+
+        pending = submit(batches[0]) if batches else []
+        for b, batch in enumerate(batches):
+            prepared = [f.result() for f in pending]
+            pending = submit(batches[b + 1]) if b + 1 < len(batches) else []
+            X = _embed_prepared(extractor, prepared)
+            good_idx = []
+            for i, p in zip(batch, prepared, strict=True):
+                if p.array is None:
+                    records[i] = records[i].failed(p.status, p.error)
+                else:
+                    good_idx.append(i)
+            for i, row in zip(good_idx, X, strict=True):
+                vectors[i] = row
+            if cache is not None and good_idx:
+                cache.put_many([keys[i] for i in good_idx], X)
+            n_computed += len(good_idx)
+            done += len(batch)
+            if progress:
+                progress("extract", done, total)
+
+    usable = [i for i in range(len(records)) if records[i].ok]
+    dim = extractor.dim
+    X_all = np.stack([vectors[i] for i in usable]).astype(np.float32) if usable else np.zeros((0, dim), np.float32)
+    return Extraction(X=X_all, records=records, n_computed=n_computed, n_cached=n_cached)
+
+
