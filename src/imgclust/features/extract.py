@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -63,6 +64,14 @@ def _embed_prepared(extractor: Extractor, prepared: Sequence[Prepared]) -> np.nd
     return X
 
 
+def default_threads() -> int:
+    """The cores this process may use (threads for decoding and for the network)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass
 class Extraction:
     """The vectors of a set of records.
@@ -92,14 +101,15 @@ def extract(
     batch_size: int = 32,
     identity: str = "stat",
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    decode_threads: int = 2,
+    decode_threads: int | None = None,
     progress: Progress | None = None,
 ) -> Extraction:
     """Vectors for every usable record: from the cache where present, computed (and cached) otherwise.
 
-    Decoding and resizing of the next batch run in ``decode_threads`` threads while the network
-    embeds the current one. Each finished batch is written to the cache at once, so an
-    interrupted run resumes from the last finished batch.
+    Decoding and resizing of the next batch run in ``decode_threads`` threads (default: one per
+    core; Pillow releases the GIL while it decodes and resizes) while the network embeds the
+    current one. Each finished batch is written to the cache at once, so an interrupted run
+    resumes from the last finished batch.
 
     Example:
         >>> from imgclust.features import get_extractor
@@ -117,15 +127,11 @@ def extract(
             records[i] = records[i].failed("unreadable", f"Cannot read the file: {exc.strerror or exc}.")
     todo_idx = [i for i in todo_idx if i in keys]
     vectors: dict[int, np.ndarray] = {}
-    n_cached = 0
-    if cache is not None:
-        for i in todo_idx:
-            if keys[i] in cache:
-                n_cached += 1
-        hits = [i for i in todo_idx if keys[i] in cache]
-        if hits:
-            for i, row in zip(hits, cache.get_many([keys[i] for i in hits]), strict=True):
-                vectors[i] = row
+    hits = [i for i in todo_idx if keys[i] in cache] if cache is not None else []
+    if cache is not None and hits:
+        for i, row in zip(hits, cache.get_many([keys[i] for i in hits]), strict=True):
+            vectors[i] = row
+    n_cached = len(hits)
     missing = [i for i in todo_idx if i not in vectors]
     total = len(todo_idx)
     done = n_cached
@@ -134,7 +140,8 @@ def extract(
 
     batches = [missing[s:s + batch_size] for s in range(0, len(missing), batch_size)]
     n_computed = 0
-    with ThreadPoolExecutor(max_workers=max(1, decode_threads), thread_name_prefix="imgclust-decode") as pool:
+    threads = decode_threads if decode_threads is not None else default_threads()
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="imgclust-decode") as pool:
         def submit(batch: list[int]) -> list[Future[Prepared]]:
             return [pool.submit(prepare_one, extractor, records[i], max_pixels) for i in batch]
 
