@@ -176,7 +176,8 @@ class EfficientNetLiteExtractor(Extractor):
         buf = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (dummy,), buf, input_names=["input"], output_names=["embedding", "logits"],
+            torch.onnx.export(model, (dummy,), buf,  # type: ignore[arg-type]  # BytesIO works
+                              input_names=["input"], output_names=["embedding", "logits"],
                               dynamic_axes={"input": {0: "n"}, "embedding": {0: "n"}, "logits": {0: "n"}},
                               opset_version=ONNX_OPSET, dynamo=False)
         atomic_write_bytes(path, buf.getvalue())
