@@ -65,6 +65,8 @@ def test_memory_mapped_file_gives_the_same_result_as_the_array(tmp_path: Path) -
     chunks = [c for _, c in ArrayAssigner(mm, chunk_size=700).chunks()]
     assert [len(c) for c in chunks] == [700, 700, 700, 700, 200]
     np.testing.assert_array_equal(np.concatenate(chunks), X)
+    idx = np.array([0, 5, 6, 2999, 1234])
+    np.testing.assert_array_equal(ArrayAssigner(mm).rows(idx), X[idx])
     from_disk = fit_kmeans(mm, 5, seed=3, chunk_size=700, max_points_per_centroid=100)
     in_memory = fit_kmeans(X, 5, seed=3, chunk_size=700, max_points_per_centroid=100)
     np.testing.assert_array_equal(from_disk.labels, in_memory.labels)

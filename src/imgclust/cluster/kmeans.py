@@ -87,15 +87,24 @@ class ArrayAssigner:
         for start in range(0, self.n_samples, self.chunk_size):
             yield start, self._read(start, min(start + self.chunk_size, self.n_samples))
 
-    def _read(self, start: int, stop: int) -> np.ndarray:
+    def _file(self) -> tuple[str, int] | None:
+        """(file name, byte offset of row 0) when X is a whole-file memmap, else None."""
         X = self.X
         if isinstance(X, np.memmap) and isinstance(X.base, mmap.mmap) and X.flags.c_contiguous and X.filename:
-            # A whole-file memmap: read the rows with a plain file read, so the pages of the file
-            # never count towards this process's memory (reading through the map would keep them).
-            rows = np.fromfile(X.filename, dtype=X.dtype, count=(stop - start) * self.n_features,
-                               offset=X.offset + start * self.n_features * X.dtype.itemsize)
-            return rows.reshape(stop - start, self.n_features).astype(np.float32, copy=False)
-        return np.asarray(X[start:stop], dtype=np.float32)
+            return str(X.filename), int(X.offset)
+        return None
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        # A whole-file memmap is read with plain file reads, so that the pages of the file never
+        # count towards this process's memory (pages read through the map stay resident, and the
+        # kernel maps neighbouring pages too: random rows would soon map the whole file).
+        backing = self._file()
+        if backing is None:
+            return np.asarray(self.X[start:stop], dtype=np.float32)
+        name, offset = backing
+        rows = np.fromfile(name, dtype=self.X.dtype, count=(stop - start) * self.n_features,
+                           offset=offset + start * self.n_features * self.X.dtype.itemsize)
+        return rows.reshape(stop - start, self.n_features).astype(np.float32, copy=False)
 
     def assign(self, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         k = len(centers)
@@ -118,7 +127,18 @@ class ArrayAssigner:
         return self.rows(idx)
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
-        return np.asarray(self.X[np.asarray(idx)], dtype=np.float32)
+        idx = np.asarray(idx)
+        backing = self._file()
+        if backing is None:
+            return np.asarray(self.X[idx], dtype=np.float32)
+        name, offset = backing
+        row_bytes = self.n_features * self.X.dtype.itemsize
+        out = np.empty((len(idx), self.n_features), dtype=self.X.dtype)
+        with open(name, "rb") as fh:
+            for j, i in enumerate(idx.tolist()):
+                fh.seek(offset + i * row_bytes)
+                fh.readinto(memoryview(out[j]).cast("B"))
+        return out.astype(np.float32, copy=False)
 
 
 def _add_by_label(sums: np.ndarray, labels: np.ndarray, chunk: np.ndarray) -> None:
