@@ -195,6 +195,10 @@ def kmeans_plusplus(S: np.ndarray, k: int, rng: np.random.Generator, n_local_tri
     return S[chosen].copy()
 
 
+# n_samples * n_features * k at or below which the loop runs BLAS on one thread.
+SMALL_PROBLEM = 100_000_000
+
+
 def lloyd(assigner: Assigner, k: int, *, seed: int = 0, n_init: int = 1, max_iter: int = 100, tol: float = 1e-4,
           init_sample: int | None = None, max_points_per_centroid: int | None = None) -> ClusterResult:
     """Run k-means ``n_init`` times from k-means++ seeds and keep the lowest inertia.
@@ -220,6 +224,18 @@ def lloyd(assigner: Assigner, k: int, *, seed: int = 0, n_init: int = 1, max_ite
         raise ParameterError(f"n_init and max_iter must be at least 1; got {n_init} and {max_iter}.")
     if max_points_per_centroid is not None and max_points_per_centroid < 1:
         raise ParameterError(f"max_points_per_centroid must be at least 1 or None; got {max_points_per_centroid}.")
+    if assigner.n_samples * assigner.n_features * k <= SMALL_PROBLEM:
+        # Small products run faster on one BLAS thread: waking and synchronising threads costs more
+        # than it saves (measured 5x faster for 1000 x 1280, k = 2, n_init = 10 on a busy 2-core machine).
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"):
+            return _lloyd(assigner, k, seed, n_init, max_iter, tol, init_sample, max_points_per_centroid)
+    return _lloyd(assigner, k, seed, n_init, max_iter, tol, init_sample, max_points_per_centroid)
+
+
+def _lloyd(assigner: Assigner, k: int, seed: int, n_init: int, max_iter: int, tol: float, init_sample: int | None,
+           max_points_per_centroid: int | None) -> ClusterResult:
     rng = np.random.default_rng(seed)
     n = assigner.n_samples
     best: ClusterResult | None = None
