@@ -172,8 +172,10 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
     if dest is None:
         raise ParameterError("Name the destination with --to DEST.")
     if undo:
-        n = undo_export(dest)
-        out.print(f"Put back {n} files moved by an earlier export to {dest}.")
+        undone = undo_export(dest)
+        out.print(f"Put back {undone.restored} files moved by an earlier export to {dest}.", highlight=False)
+        for kept in undone.kept:
+            out.print(f"[yellow]Left in place, nothing overwritten:[/] {kept}", highlight=False)
         return
     if out_dir is None:
         raise ParameterError("Name the output folder of a run: imgclust export OUT_DIR --to DEST.")
