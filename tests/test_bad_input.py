@@ -543,3 +543,210 @@ def test_error_messages_never_hold_undecodable_bytes(tmp_path, monkeypatch):
     d = decode(path)
     assert d.status == "corrupt"
     d.error.encode("utf-8")  # raises if a surrogate escape slipped through
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad parameters and states: a clear message, exit code 2, and nothing written.
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>")
+            for p in sorted(root.rglob("*"))}
+
+
+def _invoke(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(main, args)
+    return result.exit_code, " ".join(result.output.split())
+
+
+@pytest.fixture()
+def three_good_two_bad(tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    for i, color in enumerate([(220, 30, 30), (30, 200, 40), (30, 40, 220)]):
+        draw_image(root / f"good_{i}.png", color=color, seed=i)
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "text.png").write_text("not an image")
+    return root
+
+
+RUN = ["--features", "pixels", "--no-cache", "-q"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--k", "0"], "Error: Invalid value for '--k': k must be at least 1; got 0."),
+    (["--k", "-3"], "Error: Invalid value for '--k': k must be at least 1; got -3."),
+    (["--k", "three"], "Error: Invalid value for '--k': k must be a whole number or 'auto'; got 'three'."),
+    (["--k", "2.5"], "Error: Invalid value for '--k': k must be a whole number or 'auto'; got '2.5'."),
+    # 5 files, 3 usable: the limit is the number of usable images.
+    (["--k", "4"], "Error: k must be between 1 and the number of usable images (3); got 4."),
+    (["--k", "2", "--features", "resnet"], "Error: Unknown features 'resnet'. Available: "),
+    (["--k", "2", "--features", "pixel"], "Error: Unknown features 'pixel'. Did you mean 'pixels'?"),
+    (["--k", "2", "--method", "kmean"], "Error: Unknown method 'kmean'. Did you mean 'kmeans'? Available: "),
+    (["--k", "2", "--method", "dbscan-ish"], "Error: Unknown method 'dbscan-ish'. Available: "),
+    (["--k-range", "5-2"], "Error: A k range needs 1 <= LOW <= HIGH; got '5-2'."),
+    (["--k-range", "two"], "Error: A k range looks like 2-30; got 'two'."),
+    (["--k", "2", "--seed", "-1"], "Error: Invalid value for '--seed': -1 is not in the range x>=0."),
+    (["--k", "2", "--batch-size", "0"], "Error: Invalid value for '--batch-size': 0 is not in the range x>=1."),
+])
+def test_bad_parameter_exit_2_and_nothing_written(three_good_two_bad: Path, tmp_path: Path, args, message):
+    before = _snapshot(three_good_two_bad)
+    out = tmp_path / "out"
+    code, text = _invoke(["run", str(three_good_two_bad), "--out", str(out), *args,
+                          *(RUN if "--features" not in args else ["--no-cache", "-q"])])
+    assert code == 2, text
+    assert message in text
+    assert not out.exists()
+    assert _snapshot(three_good_two_bad) == before
+
+
+def test_missing_images_folder(tmp_path: Path):
+    code, text = _invoke(["run", str(tmp_path / "nope"), "--out", str(tmp_path / "out"), "--k", "2", *RUN])
+    assert (code, text) == (2, f"Error: The images folder {tmp_path / 'nope'} does not exist or is not a folder.")
+    assert not (tmp_path / "out").exists()
+
+
+def test_images_folder_is_a_file(tmp_path: Path):
+    path = draw_image(tmp_path / "one.png", color=(1, 2, 3))
+    code, text = _invoke(["run", str(path), "--out", str(tmp_path / "out"), "--k", "2", *RUN])
+    assert (code, text) == (2, f"Error: The images folder {path} does not exist or is not a folder.")
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_images_folder(tmp_path: Path):
+    (tmp_path / "images" / "sub").mkdir(parents=True)
+    (tmp_path / "images" / "readme.txt").write_text("no pictures here")
+    code, text = _invoke(["run", str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--k", "2", *RUN])
+    assert (code, text) == (2, f"Error: Found 0 images under {tmp_path / 'images'}. "
+                               "Supported extensions: .jpg .jpeg .png .bmp .gif .webp .tif .tiff.")
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_usable_image(tmp_path: Path):
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(b"")
+    (root / "b.jpg").write_text("text")
+    (root / "c.png").write_text("<html></html>")
+    code, text = _invoke(["run", str(root), "--out", str(tmp_path / "out"), "--k", "2", *RUN])
+    assert code == 2
+    assert text == (f"Error: None of the 3 files under {root} is a usable image (2 not_an_image, 1 empty_file). "
+                    "See assignments.csv of a run with at least one good image for each file's reason.")
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_folder_inside_images_folder(three_good_two_bad: Path):
+    before = _snapshot(three_good_two_bad)
+    out = three_good_two_bad / "results"
+    code, text = _invoke(["run", str(three_good_two_bad), "--out", str(out), "--k", "2", *RUN])
+    assert (code, text) == (2, f"Error: The output folder {out} is inside the images folder {three_good_two_bad}. "
+                               "Choose an output folder outside it, so outputs are never read as input.")
+    assert _snapshot(three_good_two_bad) == before
+
+
+def test_images_folder_inside_output_folder(three_good_two_bad: Path):
+    out = three_good_two_bad.parent
+    before = _snapshot(out)
+    code, text = _invoke(["run", str(three_good_two_bad), "--out", str(out), "--k", "2", *RUN])
+    assert (code, text) == (2, f"Error: The images folder {three_good_two_bad} is inside the output folder {out}. "
+                               "Choose a separate output folder.")
+    assert _snapshot(out) == before
+
+
+def test_output_folder_full_of_other_files(three_good_two_bad: Path, tmp_path: Path):
+    out = tmp_path / "documents"
+    out.mkdir()
+    (out / "thesis.docx").write_bytes(b"precious")
+    code, text = _invoke(["run", str(three_good_two_bad), "--out", str(out), "--k", "2", *RUN])
+    assert (code, text) == (2, f"Error: The output folder {out} is not empty and is not from an earlier imgclust "
+                               "run. Choose an empty or new folder; imgclust never writes among other files.")
+    assert _snapshot(out) == {"thesis.docx": b"precious"}
+
+
+def test_output_folder_below_a_file(three_good_two_bad: Path, tmp_path: Path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = blocker / "out"
+    code, text = _invoke(["run", str(three_good_two_bad), "--out", str(out), "--k", "2", *RUN])
+    assert (code, text) == (2, f"Error: Cannot create the output folder {out}: {blocker} is a file, not a folder. "
+                               "Choose another output folder.")
+
+
+def test_output_folder_not_writable(three_good_two_bad: Path, tmp_path: Path, monkeypatch):
+    # As root every folder is writable, so the permission check is made to say "no" for this one.
+    import imgclust.pipeline as pipeline
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(pipeline.os, "access", lambda p, mode, **kw: False if Path(p) == locked
+                        else real_access(p, mode, **kw))
+    code, text = _invoke(["run", str(three_good_two_bad), "--out", str(locked / "out"), "--k", "2", *RUN])
+    assert (code, text) == (2, f"Error: Permission denied: cannot write in {locked}. "
+                               "Choose an output folder you can write to.")
+    assert list(locked.iterdir()) == []
+
+
+def test_output_folder_not_writable_real_permissions(three_good_two_bad: Path, tmp_path: Path):
+    if os.geteuid() == 0:
+        pytest.skip("running as root: a folder with mode 555 is still writable for root (see the test above)")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        code, text = _invoke(["run", str(three_good_two_bad), "--out", str(locked / "out"), "--k", "2", *RUN])
+        assert code == 2 and "Permission denied" in text
+    finally:
+        locked.chmod(0o755)
+
+
+def _pixels_cache(tmp_path: Path, meta: dict[str, object]) -> tuple[Path, Path]:
+    from imgclust.features import get_extractor
+
+    cache = tmp_path / "cache"
+    folder = cache / "vectors" / get_extractor("pixels").cache_id()
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return cache, folder
+
+
+def test_cache_written_by_another_extractor_is_not_trusted(three_good_two_bad: Path, tmp_path: Path):
+    cache, folder = _pixels_cache(tmp_path, {"format": 1, "cache_id": "resnet50-0123456789abcdef", "dim": 2048})
+    before = _snapshot(cache)
+    out = tmp_path / "out"
+    code, text = _invoke(["run", str(three_good_two_bad), "--out", str(out), "--k", "2", "--features", "pixels",
+                          "--cache", str(cache), "-q"])
+    assert (code, text) == (2, f"Error: The cache {folder} holds vectors of another extractor "
+                               "(resnet50-0123456789abcdef, dim 2048); not trusting it. "
+                               "Delete that folder or pass another --cache.")
+    assert not out.exists() and _snapshot(cache) == before
+
+
+def test_cache_written_by_a_newer_version_is_not_trusted(three_good_two_bad: Path, tmp_path: Path):
+    cache, folder = _pixels_cache(tmp_path, {"format": 99, "imgclust_version": "9.0"})
+    code, text = _invoke(["run", str(three_good_two_bad), "--out", str(tmp_path / "out"), "--k", "2",
+                          "--features", "pixels", "--cache", str(cache), "-q"])
+    assert (code, text) == (2, f"Error: The cache {folder} was written by a newer imgclust (9.0); this is 0.1.0. "
+                               "Upgrade imgclust or pass another --cache.")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_cache_metadata_is_not_trusted(three_good_two_bad: Path, tmp_path: Path):
+    cache, folder = _pixels_cache(tmp_path, {})
+    (folder / "meta.json").write_text("{not json")
+    code, text = _invoke(["run", str(three_good_two_bad), "--out", str(tmp_path / "out"), "--k", "2",
+                          "--features", "pixels", "--cache", str(cache), "-q"])
+    assert code == 2 and text.startswith(f"Error: The cache metadata {folder / 'meta.json'} is unreadable")
+    assert not (tmp_path / "out").exists()
+
+
+def test_damaged_cache_part_is_ignored_and_recomputed(three_good_two_bad: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    args = ["run", str(three_good_two_bad), "--k", "2", "--features", "pixels", "--cache", str(cache), "-q"]
+    assert _invoke([*args, "--out", str(tmp_path / "a")])[0] == 0
+    for part in cache.rglob("part-*.npz"):
+        part.write_bytes(b"PK\x03\x04 damaged")
+    code, text = _invoke([*args, "--out", str(tmp_path / "b")])
+    assert code == 0, text
+    a = (tmp_path / "a" / "assignments.csv").read_text()
+    assert (tmp_path / "b" / "assignments.csv").read_text() == a
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["n_vectors_computed"] == 3

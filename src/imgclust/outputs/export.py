@@ -95,8 +95,8 @@ def _same_file_content(a: Path, b: Path) -> bool:
 def _copy_no_overwrite(src: Path, target_dir: Path, manifest: Path) -> Path:
     """Copy ``src`` into ``target_dir`` under a free name; the copy appears complete or not at all."""
     tmp = target_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-    shutil.copy2(src, tmp)
     try:
+        shutil.copy2(src, tmp)
         while True:
             target = unique_path(target_dir / src.name)
             # Record the intent first: a rerun after a kill here finds the copy instead of making a second one.
@@ -107,7 +107,8 @@ def _copy_no_overwrite(src: Path, target_dir: Path, manifest: Path) -> Path:
             except FileExistsError:
                 continue
     finally:
-        os.unlink(tmp)
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def _append_manifest(manifest: Path, entry: dict[str, str]) -> None:
