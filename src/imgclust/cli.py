@@ -184,9 +184,10 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
         folders: dict[str, int] = {}
         for a in actions:
             folders[a.folder] = folders.get(a.folder, 0) + 1
-        out.print(f"Plan: move {len(actions)} images out of their folder into {len(folders)} folders under {dest}:")
+        out.print(f"Plan: move {len(actions)} images out of their folder into {len(folders)} folders under {dest}:",
+                  highlight=False, soft_wrap=True)
         for f, n in sorted(folders.items()):
-            out.print(f"  {dest / f}/  {n} images", highlight=False)
+            out.print(f"  {dest / f}/  {n} images", highlight=False, soft_wrap=True)
         if not yes:
             raise ParameterError("Moving files needs --yes. Nothing was moved. "
                                  "(Every move is recorded; 'imgclust export --undo --to DEST' puts files back.)")
