@@ -750,3 +750,83 @@ def test_damaged_cache_part_is_ignored_and_recomputed(three_good_two_bad: Path, 
     a = (tmp_path / "a" / "assignments.csv").read_text()
     assert (tmp_path / "b" / "assignments.csv").read_text() == a
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["n_vectors_computed"] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Security: nothing a user passes is unpickled.
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "imgclust"
+
+
+def _calls(pattern: str) -> list[tuple[str, str]]:
+    import re
+
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for m in re.finditer(pattern, text):
+            # the whole call, up to its closing parenthesis (calls may span lines)
+            depth, end = 0, m.end() - 1
+            for end in range(m.end() - 1, len(text)):
+                depth += {"(": 1, ")": -1}.get(text[end], 0)
+                if depth == 0:
+                    break
+            found.append((f"{path.relative_to(SRC)}:{text.count(chr(10), 0, m.start()) + 1}", text[m.start():end + 1]))
+    return found
+
+
+def test_no_unpickling_anywhere_in_the_package():
+    assert _calls(r"\b(c?[Pp]ickle|joblib|dill|cloudpickle|marshal|shelve)\.(loads?|Unpickler|open)\(") == []
+    assert _calls(r"\byaml\.(unsafe_)?load\(") == []
+
+
+def test_every_torch_load_is_weights_only():
+    for where, call in _calls(r"\btorch\.load\("):
+        assert "weights_only=True" in call, f"{where}: {call}"
+
+
+def test_every_numpy_load_refuses_pickles():
+    for where, call in _calls(r"\bnp\.load\(|\bnumpy\.load\("):
+        assert "allow_pickle=False" in call, f"{where}: {call}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged files of every format: decode never raises (seeded random byte flips and cuts).
+
+KNOWN_STATUSES = {"ok", "not_an_image", "truncated", "too_large", "corrupt", "unreadable", "permission_denied"}
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "ICO", "PPM"])
+def test_randomly_damaged_files_never_crash_decode(tmp_path: Path, fmt: str):
+    # Before the fix, damaged TIFF headers raised TypeError("Missing dimensions") out of decode.
+    import io
+
+    rng = np.random.default_rng(sum(map(ord, fmt)))
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(buf, format=fmt)
+    data = buf.getvalue()
+    path = tmp_path / "damaged.bin"
+    statuses = set()
+    for t in range(60):
+        d = bytearray(data)
+        for _ in range(int(rng.integers(1, 8))):
+            d[int(rng.integers(0, len(d)))] = int(rng.integers(0, 256))
+        if t % 3 == 0:
+            d = d[: int(rng.integers(1, len(d)))]
+        path.write_bytes(bytes(d))
+        result = decode(path)
+        assert result.status in KNOWN_STATUSES
+        assert (result.image is None) == (result.status != "ok") and (result.status == "ok" or result.error)
+        statuses.add(result.status)
+    assert statuses != {"ok"}
+
+
+def test_tiff_with_a_damaged_directory_is_corrupt_not_a_crash(tmp_path: Path):
+    # Found by the fuzzing above: Pillow raises TypeError("Missing dimensions") for this file.
+    path = tmp_path / "damaged.tif"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[int.from_bytes(data[4:8], "little")] = 7  # the first directory now claims 7 entries
+    path.write_bytes(bytes(data))
+    result = decode(path)
+    assert result.status == "corrupt" and result.error.startswith("The image data is damaged: TypeError")

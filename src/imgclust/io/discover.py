@@ -152,7 +152,8 @@ def _stat_record(full: Path, rel: str) -> ImageRecord:
         return ImageRecord(full, rel, status="broken_symlink", error="Symbolic link to a file that does not exist.")
     except OSError as exc:
         if exc.errno == 40:  # ELOOP
-            return ImageRecord(full, rel, status="symlink_loop", error="Symbolic link loop.")
+            return ImageRecord(full, rel, status="symlink_loop",
+                               error="Symbolic link loop: the link leads back to itself, never to a file.")
         return ImageRecord(full, rel, status="unreadable", error=f"Cannot read file information: {exc.strerror}.")
     if stat.S_ISDIR(st.st_mode):
         return ImageRecord(full, rel, status="is_a_directory", error="This is a folder, not a file.")
