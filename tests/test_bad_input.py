@@ -29,7 +29,6 @@ from imgclust.cli import main
 from imgclust.io import decode as decode_module
 from imgclust.io import discover as discover_module
 from imgclust.io.decode import DEFAULT_MAX_PIXELS
-from imgclust.pipeline import run
 
 
 def _png_with_header(path: Path, width: int, height: int) -> Path:
@@ -447,6 +446,7 @@ def test_exact_duplicates_are_reported(bad_run: BadRun):
     # Several cases above are the same plain picture, and a link is the same bytes as its target.
     assert ["link_to_good.png", "targets/target.png"] in groups
     assert bad_run.summary["n_duplicates"] == sum(len(g) - 1 for g in groups)
+    assert f"{bad_run.summary['n_duplicates']} files are exact copies of another file" in bad_run.cli_output
     marked = {p: r["duplicate_of"] for p, r in bad_run.rows.items() if r["duplicate_of"]}
     assert marked == {p: g[0] for g in groups for p in g[1:]}
 

@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from conftest import REPO, draw_image
 from imgclust.cli import main
-from imgclust.outputs.export import MANIFEST, export
+from imgclust.outputs.export import export
 from imgclust.pipeline import OUT_MARKER, run
 
 SLOW_SITE = textwrap.dedent('''

@@ -136,6 +136,9 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     if s["n_failed"]:
         bad = ", ".join(f"{n} {st}" for st, n in s["statuses"].items() if st != "ok")
         out.print(f"[yellow]{s['n_failed']} files could not be used[/] ({bad}); see assignments.csv.", highlight=False)
+    if s.get("n_duplicates"):
+        out.print(f"{s['n_duplicates']} files are exact copies of another file; see duplicate_of in assignments.csv.",
+                  highlight=False)
     table = Table(title="Cluster sizes", show_edge=False)
     table.add_column("cluster", justify="right")
     table.add_column("images", justify="right")
