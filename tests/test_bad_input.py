@@ -830,3 +830,12 @@ def test_tiff_with_a_damaged_directory_is_corrupt_not_a_crash(tmp_path: Path):
     path.write_bytes(bytes(data))
     result = decode(path)
     assert result.status == "corrupt" and result.error.startswith("The image data is damaged: TypeError")
+
+
+def test_a_folder_link_back_to_its_parent_is_walked_once(tmp_path: Path):
+    root = tmp_path / "images"
+    draw_image(root / "a.png", color=(1, 2, 3))
+    draw_image(root / "sub" / "b.png", color=(1, 2, 3))
+    (root / "sub" / "up").symlink_to(root, target_is_directory=True)  # a cycle: sub/up/sub/up/...
+    (root / "loop_dir").symlink_to(root / "loop_dir")  # a link to itself
+    assert [(r.relpath, r.status) for r in discover(root)] == [("a.png", "ok"), ("sub/b.png", "ok")]

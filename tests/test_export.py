@@ -169,14 +169,18 @@ def test_undo_without_a_manifest(tmp_path):
         2, f"Error: {tmp_path} holds no {MANIFEST}: nothing to undo.")
 
 
-def test_move_and_undo_with_a_name_that_is_not_utf8(tmp_path):
-    root = tmp_path / "photos"
+def test_move_and_undo_with_names_that_are_not_utf8(tmp_path):
+    # Not UTF-8: a file name, and the images, output and destination folders themselves.
+    def latin1(name: bytes) -> Path:
+        return Path(os.fsdecode(os.fsencode(tmp_path) + b"/" + name))
+
+    root, out, dest = latin1(b"ph\xf6tos"), latin1(b"r\xe9sultats"), latin1(b"tri\xe9")
     weird = Path(os.fsdecode(os.fsencode(root) + b"/caf\xe9.png"))
     for i, color in enumerate([(220, 30, 30), (30, 40, 220)]):
         draw_image(root / f"{i}.png", color=color, seed=i)
     draw_image(weird, color=(30, 40, 220), seed=5, fmt="PNG")
-    out, dest = tmp_path / "out", tmp_path / "sorted"
     run(root, out, features="pixels", k=2, cache=False)
+    assert Path(json.loads((out / "summary.json").read_text(encoding="utf-8"))["images_dir"]) == root
     assert export(out, dest, mode="move").done == 3 and not weird.exists()
     assert undo_export(dest).restored == 3 and weird.exists()
 
