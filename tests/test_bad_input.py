@@ -839,3 +839,20 @@ def test_a_folder_link_back_to_its_parent_is_walked_once(tmp_path: Path):
     (root / "sub" / "up").symlink_to(root, target_is_directory=True)  # a cycle: sub/up/sub/up/...
     (root / "loop_dir").symlink_to(root / "loop_dir")  # a link to itself
     assert [(r.relpath, r.status) for r in discover(root)] == [("a.png", "ok"), ("sub/b.png", "ok")]
+
+
+def test_paths_that_look_like_terminal_markup_are_printed_as_they_are(tmp_path: Path):
+    # "[/]" and "[red]" are rich markup; a path holding them once crashed the CLI (MarkupError).
+    root = tmp_path / "ph[" / "]otos [bold]"
+    for i, color in enumerate([(220, 30, 30), (30, 200, 40), (30, 40, 220)]):
+        draw_image(root / f"{i} [red].png", color=color, seed=i)
+    out, dest = tmp_path / "o[" / "]ut [red]", tmp_path / "d[" / "]est"
+    missing = tmp_path / "x[" / "]missing"
+    assert _invoke(["run", str(missing), "--out", str(out), "--k", "2", *RUN]) == (
+        2, f"Error: The images folder {missing} does not exist or is not a folder.")
+    code, text = _invoke(["run", str(root), "--out", str(out), "--k", "2", *RUN])
+    assert code == 0 and f"Results in {out}/ (assignments.csv, summary.json)" in text
+    code, text = _invoke(["export", str(out), "--to", str(dest), "--mode", "move"])
+    assert code == 2 and f"folders under {dest}:" in text and f"{dest}/cluster_00/" in text
+    code, text = _invoke(["export", str(out), "--to", str(dest)])
+    assert code == 0 and f"Copied 3 images into {dest}/" in text

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -67,7 +68,7 @@ class KType(click.ParamType):
 
 
 def _fail(exc: ImgclustError) -> None:
-    console.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
     sys.exit(exc.exit_code)
 
 
@@ -146,7 +147,7 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     if names:
         table.add_column("suggested name")
     for c, n in enumerate(s["cluster_sizes"]):
-        table.add_row(str(c), str(n), *( [names.get(str(c), "")] if names else []))
+        table.add_row(str(c), str(n), *( [escape(names.get(str(c), ""))] if names else []))
     out.print(table)
     if "metrics" in s:
         m = s["metrics"]
@@ -156,7 +157,7 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
                   f"NMI {m['nmi']:.3f}, ARI {m['ari']:.3f}", highlight=False)
     t = s.get("timings", {})
     out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
-    out.print(f"Results in {out_dir}/ (assignments.csv, summary.json"
+    out.print(f"Results in {escape(str(out_dir))}/ (assignments.csv, summary.json"
               + (", confusion.csv" if "metrics" in s else "") + ")", highlight=False)
 
 
@@ -176,9 +177,9 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
         raise ParameterError("Name the destination with --to DEST.")
     if undo:
         undone = undo_export(dest)
-        out.print(f"Put back {undone.restored} files moved by an earlier export to {dest}.", highlight=False)
+        out.print(f"Put back {undone.restored} files moved by an earlier export to {dest}.", highlight=False, markup=False)
         for kept in undone.kept:
-            out.print(f"[yellow]Left in place, nothing overwritten:[/] {kept}", highlight=False)
+            out.print(f"[yellow]Left in place, nothing overwritten:[/] {escape(kept)}", highlight=False)
         return
     if out_dir is None:
         raise ParameterError("Name the output folder of a run: imgclust export OUT_DIR --to DEST.")
@@ -188,16 +189,17 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
         for a in actions:
             folders[a.folder] = folders.get(a.folder, 0) + 1
         out.print(f"Plan: move {len(actions)} images out of their folder into {len(folders)} folders under {dest}:",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=True, markup=False)
         for f, n in sorted(folders.items()):
-            out.print(f"  {dest / f}/  {n} images", highlight=False, soft_wrap=True)
+            out.print(f"  {dest / f}/  {n} images", highlight=False, soft_wrap=True, markup=False)
         if not yes:
             raise ParameterError("Moving files needs --yes. Nothing was moved. "
                                  "(Every move is recorded; 'imgclust export --undo --to DEST' puts files back.)")
     with ProgressBars() as bars:
         rep = do_export(out_dir, dest, mode=mode, progress=bars)
     verb = {"copy": "Copied", "symlink": "Linked", "move": "Moved"}[mode]
-    out.print(f"{verb} {rep.done} images into {dest}/ ({rep.skipped_existing} already there).", highlight=False)
+    out.print(f"{verb} {rep.done} images into {dest}/ ({rep.skipped_existing} already there).", highlight=False,
+              markup=False)
     if rep.missing_sources:
         out.print(f"[yellow]{len(rep.missing_sources)} images no longer exist and were skipped[/].")
 
