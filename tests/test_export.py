@@ -143,7 +143,8 @@ def test_move_records_every_move_and_undo_puts_everything_back(finished_run, tmp
     assert sorted(e["target"] for e in entries if e["op"] == "move") == sorted(str(p) for p in moved)
     assert {Path(e["source"]).relative_to(root).as_posix() for e in entries} == set(before)
 
-    assert export(out, dest, mode="move").done == 0  # a rerun moves nothing twice
+    rerun = export(out, dest, mode="move")  # a rerun moves nothing twice, and knows those files were moved
+    assert (rerun.done, rerun.skipped_existing, rerun.missing_sources) == (0, 7, [])
 
     code, text = _invoke(["export", "--undo", "--to", str(dest)])
     assert (code, text) == (0, f"Put back 7 files moved by an earlier export to {dest}.")
@@ -224,3 +225,29 @@ def test_a_link_in_the_destination_pointing_outside_is_not_followed(finished_run
     with pytest.raises(OutputError, match="is a link to a place outside"):
         export(out, dest)
     assert list(elsewhere.iterdir()) == []
+
+
+def test_move_interrupted_after_recording_its_intent_is_finished_and_undone(finished_run, tmp_path, monkeypatch):
+    import imgclust.outputs.export as export_module
+
+    root, out = finished_run
+    before = _tree(root)
+    dest = tmp_path / "sorted"
+    real_move, calls = export_module._move_no_overwrite, []
+
+    def dies_on_third(src, target):
+        calls.append(src)
+        if len(calls) == 3:
+            raise OSError(5, "Input/output error", str(src))  # the intent is in the manifest; the file is not moved
+        real_move(src, target)
+
+    monkeypatch.setattr(export_module, "_move_no_overwrite", dies_on_third)
+    with pytest.raises(OutputError, match="run the same command again to finish"):
+        export(out, dest, mode="move")
+    monkeypatch.undo()
+    assert len(_tree(root)) == 5 and len(_exported(dest)) == 2
+    report = export(out, dest, mode="move")
+    assert (report.done, report.skipped_existing) == (5, 2)
+    assert _tree(root) == {} and len(_exported(dest)) == 7
+    assert undo_export(dest).restored == 7
+    assert _tree(root) == before

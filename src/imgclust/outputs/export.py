@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .._fs import is_within, unique_path
 from ..errors import InputError, OutputError, ParameterError
-from ..io.discover import discover
+from ..io.discover import discover, display_path
 from .tables import read_assignments, read_summary
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,11 @@ def export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, mod
         manifest = dest / MANIFEST
         report.manifest = manifest
         before = _done_before(manifest, mode)
+        if mode == "move":  # files an earlier, interrupted move already took are done, not missing
+            images_dir = Path(read_summary(Path(out_dir))["images_dir"])
+            moved = {_relpath(Path(s), images_dir) for s, t in before.items() if _already_done(mode, Path(s), t)}
+            report.missing_sources = [m for m in missing if m not in moved]
+            report.skipped_existing = len(missing) - len(report.missing_sources)
         for i, a in enumerate(actions):
             target_dir = _target_dir(dest, a.folder)
             earlier = before.get(str(a.source))
@@ -192,6 +197,13 @@ def export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, mod
         raise OutputError(f"Export to {dest} stopped: {exc.strerror or exc} ({exc.filename}). "
                           "Nothing was overwritten; fix the cause and run the same command again to finish.") from exc
     return report
+
+
+def _relpath(path: Path, root: Path) -> str:
+    try:
+        return display_path(path.relative_to(root).as_posix())
+    except ValueError:
+        return ""
 
 
 def _move_no_overwrite(src: Path, target: Path) -> None:
