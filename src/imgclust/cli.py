@@ -177,7 +177,8 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
         raise ParameterError("Name the destination with --to DEST.")
     if undo:
         undone = undo_export(dest)
-        out.print(f"Put back {undone.restored} files moved by an earlier export to {dest}.", highlight=False, markup=False)
+        out.print(f"Put back {undone.restored} files moved by an earlier export to {dest}.", highlight=False,
+                  markup=False)
         for kept in undone.kept:
             out.print(f"[yellow]Left in place, nothing overwritten:[/] {escape(kept)}", highlight=False)
         return
