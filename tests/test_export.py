@@ -251,3 +251,16 @@ def test_move_interrupted_after_recording_its_intent_is_finished_and_undone(fini
     assert _tree(root) == {} and len(_exported(dest)) == 7
     assert undo_export(dest).restored == 7
     assert _tree(root) == before
+
+
+def test_move_killed_between_link_and_unlink_is_finished_without_a_second_copy(finished_run, tmp_path):
+    root, out = finished_run
+    before = _tree(root)
+    dest = tmp_path / "sorted"
+    export(out, dest, mode="move")
+    entry = json.loads((dest / MANIFEST).read_text().splitlines()[0])
+    os.link(entry["target"], entry["source"])  # the state a kill -9 inside the move leaves: both names, one file
+    report = export(out, dest, mode="move")
+    assert (report.done, report.skipped_existing) == (1, 6)
+    assert _tree(root) == {} and len(_exported(dest)) == 7  # no "-1" copy
+    assert undo_export(dest).restored == 7 and _tree(root) == before

@@ -185,6 +185,9 @@ def export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, mod
                 _append_manifest(manifest, {"op": mode, "source": str(a.source), "target": str(target)})
                 os.symlink(a.source.resolve(), target)
                 report.done += 1
+            elif earlier is not None and _same_inode(a.source, earlier):
+                os.unlink(a.source)  # killed between link and unlink: the file is already at its target
+                report.done += 1
             else:
                 target = unique_path(target_dir / a.source.name)
                 # Record the intent first, so an interrupted move can always be found and undone.
@@ -194,9 +197,18 @@ def export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, mod
             if progress:
                 progress("export", i + 1, len(actions))
     except OSError as exc:
-        raise OutputError(f"Export to {dest} stopped: {exc.strerror or exc} ({exc.filename}). "
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise OutputError(f"Export to {dest} stopped: {exc.strerror or exc}{where}. "
                           "Nothing was overwritten; fix the cause and run the same command again to finish.") from exc
     return report
+
+
+def _same_inode(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _relpath(path: Path, root: Path) -> str:
