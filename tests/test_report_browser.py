@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import draw_image
 
+from conftest import draw_image
 from imgclust.pipeline import run
 
 pytestmark = pytest.mark.browser

@@ -38,7 +38,7 @@ def cluster_map_figure(coords: np.ndarray, labels: np.ndarray, *, k: int, method
     colors = cluster_colors(k)
     fig = Figure(figsize=(7.5, 6), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    size = float(np.clip(3000 / max(len(coords), 1), 2, 30))
+    size = float(np.clip(8000 / max(len(coords), 1), 5, 40))
     for c in range(k):
         pts = coords[labels == c]
         ax.scatter(pts[:, 0], pts[:, 1], s=size, color=colors[c], alpha=0.7, linewidths=0, label=str(c))
@@ -87,7 +87,7 @@ def confusion_figure(matrix: np.ndarray, clusters: Sequence[int], labels: Sequen
     from matplotlib.patches import Rectangle
 
     n_rows, n_cols = matrix.shape
-    fig = Figure(figsize=(min(3 + 0.6 * n_cols, 16), min(2 + 0.4 * n_rows, 14)), dpi=100, layout="constrained")
+    fig = Figure(figsize=(min(max(6.0, 3 + 0.6 * n_cols), 16), min(max(3.0, 2 + 0.4 * n_rows), 14)), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(matrix, cmap="Blues", aspect="auto")
     fig.colorbar(im, ax=ax, label="images")

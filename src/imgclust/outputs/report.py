@@ -85,7 +85,7 @@ class ClusterName:
 
 
 def name_clusters(logits: np.ndarray, labels: np.ndarray, k: int, class_names: Sequence[str], *,
-                  max_classes: int = 3, min_share: float = 0.1) -> dict[int, ClusterName]:
+                  max_classes: int = 3, min_share: float = 0.03) -> dict[int, ClusterName]:
     """Name each cluster after the most frequent top-1 classes among its images.
 
     Classes are taken, most frequent first, until together they cover half of the cluster, with at
