@@ -20,7 +20,7 @@ import numpy as np
 from . import __version__
 from ._fs import ensure_writable_dir, is_within
 from .cache import EmbeddingCache, default_cache_dir
-from .cluster import ClusterResult, cluster, validate_k
+from .cluster import ClusterResult, cluster, get_clusterer, validate_k
 from .config import RunConfig
 from .errors import InputError, OutputError
 from .features import Extractor, get_extractor
@@ -174,6 +174,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
     if not images_dir.is_dir():
         raise InputError(f"The images folder {images_dir} does not exist or is not a folder.")
     check_out_dir(images_dir, out_dir)
+    get_clusterer(config.method)  # fail on an unknown method before any work is done
     timer = Timer()
     feats = load_features(images_dir, config, cache=cache, exclude=[out_dir], timer=timer, progress=progress)
     ensure_writable_dir(out_dir)
