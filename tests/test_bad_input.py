@@ -851,7 +851,7 @@ def test_paths_that_look_like_terminal_markup_are_printed_as_they_are(tmp_path: 
     assert _invoke(["run", str(missing), "--out", str(out), "--k", "2", *RUN]) == (
         2, f"Error: The images folder {missing} does not exist or is not a folder.")
     code, text = _invoke(["run", str(root), "--out", str(out), "--k", "2", *RUN])
-    assert code == 0 and f"Results in {out}/ (assignments.csv, summary.json)" in text
+    assert code == 0 and f"Results in {out}/ (assignments.csv, summary.json, report.html)" in text
     code, text = _invoke(["export", str(out), "--to", str(dest), "--mode", "move"])
     assert code == 2 and f"folders under {dest}:" in text and f"{dest}/cluster_00/" in text
     code, text = _invoke(["export", str(out), "--to", str(dest)])

@@ -50,8 +50,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 text atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Write UTF-8 text atomically. Characters that cannot be UTF-8 (file names holding bytes that are not
+    UTF-8 reach Python as surrogate escapes) are written as visible ``\\udcXX`` escapes, never dropped."""
+    return atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:

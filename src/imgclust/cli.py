@@ -165,7 +165,7 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     t = s.get("timings", {})
     out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
     out.print(f"Results in {escape(str(out_dir))}/ (assignments.csv, summary.json"
-              + (", confusion.csv" if "metrics" in s else "") + ")", highlight=False)
+              + (", confusion.csv" if "metrics" in s else "") + ", report.html)", highlight=False)
 
 
 @main.command()
@@ -210,6 +210,22 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
               markup=False)
     if rep.missing_sources:
         out.print(f"[yellow]{len(rep.missing_sources)} images no longer exist and were skipped[/].")
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--map", "map_method", type=click.Choice(["pca", "tsne", "umap"]), default=None,
+              help="Recompute the 2-D map with this method (default: keep the saved PCA map).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Embedding cache folder, used when the vectors are needed again (default: as for run).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
+def report(out_dir: Path, map_method: str | None, cache: Path | None, no_cache: bool) -> None:
+    """Rebuild OUT_DIR/report.html from the files of a finished run."""
+    from .pipeline import rebuild_report
+
+    with ProgressBars() as bars:
+        path = rebuild_report(out_dir, map_method=map_method, cache=_cache_setting(cache, no_cache), progress=bars)
+    out.print(f"Report written to {path}", highlight=False)
 
 
 @main.command()

@@ -28,11 +28,14 @@ from .features.extract import Extraction, extract
 from .io.discover import IMAGE_EXTENSIONS, ImageRecord, attach_labels, discover
 from .io.duplicates import find_duplicates
 from .metrics import confusion, evaluate
+from .outputs.report import REPORT_DATA, load_report_data, save_report_data, suggest_names, write_report
 from .outputs.tables import (
     ASSIGNMENTS,
     CONFUSION,
     SUMMARY,
     assignments_table,
+    read_assignments,
+    read_summary,
     write_confusion,
     write_csv,
     write_summary,
@@ -227,9 +230,43 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
             conf = confusion(labels_true, result.labels)
             write_confusion(out_dir / CONFUSION, conf, conf.hungarian_mapping())
         write_summary(out_dir / SUMMARY, summary)
+    with timer.stage("report"):  # names go into summary.json; the page itself is built from the files
+        summary.update(suggest_names(feats.extractor, feats.X, result.labels, result.k))
+        save_report_data(out_dir, feats.X, result.labels, centers=result.centers, seed=config.seed)
     summary["timings"] = dict(timer.seconds)
     write_summary(out_dir / SUMMARY, summary)
+    write_report(out_dir)
     return RunResult(out_dir, config, feats, result, metrics, summary)
+
+
+def rebuild_report(out_dir: str | os.PathLike[str], *, map_method: str | None = None,
+                   cache: CacheSetting = True, progress: Progress | None = None) -> Path:
+    """Rebuild OUT_DIR/report.html from the files of a finished run.
+
+    The map and centres come from OUT_DIR/report-data.npz. When that file is missing, or another
+    ``map_method`` (pca, tsne, umap) is asked for, the vectors are loaded again (from the embedding
+    cache when they are there, else recomputed) and the file is rewritten.
+
+    Raises:
+        InputError: OUT_DIR is not a run's output folder, or its images changed so the vectors no longer match.
+    """
+    out_dir = Path(out_dir)
+    summary = read_summary(out_dir)
+    if map_method is not None or not (out_dir / REPORT_DATA).is_file():
+        config = RunConfig.from_dict(summary["config"])
+        rows = [r for r in read_assignments(out_dir) if r.get("status") == "ok" and r.get("cluster", "") != ""]
+        feats = load_features(summary["images_dir"], config, cache=cache, exclude=[out_dir], progress=progress)
+        index = {r.relpath: i for i, r in enumerate(feats.usable)}
+        missing = [r["path"] for r in rows if r["path"] not in index]
+        if missing:
+            raise InputError(f"{len(missing)} clustered images (e.g. {missing[0]}) can no longer be read under "
+                             f"{summary['images_dir']}, so the map cannot be recomputed. Run imgclust run again.")
+        X = feats.X[[index[r["path"]] for r in rows]]
+        labels = np.array([int(r["cluster"]) for r in rows])
+        saved = load_report_data(out_dir, labels)  # keeps the clusterer's own centres when they were saved
+        save_report_data(out_dir, X, labels, centers=None if saved is None else saved["centers"],
+                         map_method=map_method or "pca", seed=config.seed)
+    return write_report(out_dir)
 
 
 def _summary(feats: Features, config: RunConfig, result: ClusterResult, metrics: dict[str, float] | None,
