@@ -9,7 +9,14 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from . import __version__
@@ -179,8 +186,8 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
 def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool) -> None:
     """Put the images of a finished run (OUT_DIR) into one folder per cluster under --to."""
     from .errors import ParameterError
-    from .outputs.export import plan_export, undo_export
     from .outputs.export import export as do_export
+    from .outputs.export import plan_export, undo_export
 
     if dest is None:
         raise ParameterError("Name the destination with --to DEST.")

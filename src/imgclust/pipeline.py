@@ -22,7 +22,7 @@ from ._fs import ensure_writable_dir, is_within
 from .backends import Backend
 from .backends.local import LocalBackend
 from .cache import EmbeddingCache, default_cache_dir
-from .cluster import ClusterResult, validate_k
+from .cluster import ClusterResult, get_clusterer, validate_k
 from .config import RunConfig
 from .errors import InputError, OutputError
 from .features import Extractor, get_extractor
@@ -178,6 +178,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
     if not images_dir.is_dir():
         raise InputError(f"The images folder {images_dir} does not exist or is not a folder.")
     check_out_dir(images_dir, out_dir)
+    get_clusterer(config.method)  # fail on an unknown method before any work is done
     timer = Timer()
     backend = backend or LocalBackend()
     feats = load_features(images_dir, config, cache=cache, exclude=[out_dir], timer=timer, progress=progress,

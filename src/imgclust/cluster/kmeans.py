@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
 from ..errors import ParameterError
-from .base import ClusterResult, ClustererSpec, register_clusterer
+from .base import ClustererSpec, ClusterResult, register_clusterer
 
 log = logging.getLogger(__name__)
 
