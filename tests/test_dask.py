@@ -192,6 +192,5 @@ def test_cli_connects_to_a_scheduler(client, image_folder: Path, tmp_path: Path,
                  "--backend", "dask", "--scheduler", client.scheduler.address], cli_env)
     assert r.returncode == 0, r.stderr
     assert "Ran on Dask: 2 workers" in r.stdout
-    r = run_cli([*args, "--out", str(tmp_path / "local"), "--cache", str(tmp_path / "c2")], cli_env)
-    assert r.returncode == 0, r.stderr
+    imgclust.run(image_folder, tmp_path / "local", features="pixels", k=3, cache=tmp_path / "c2")
     same_outputs(tmp_path / "local", tmp_path / "dask")
