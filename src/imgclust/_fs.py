@@ -56,7 +56,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write JSON (indented, UTF-8, keys in insertion order) atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    text = json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a path that is not UTF-8 (surrogate escapes) survives only as \udcXX escapes
+        text = json.dumps(obj, indent=2, ensure_ascii=True, default=_json_default) + "\n"
+    return atomic_write_text(path, text)
 
 
 def _json_default(obj: Any) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -74,7 +75,7 @@ class KType(click.ParamType):
 
 
 def _fail(exc: ImgclustError) -> None:
-    console.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
     sys.exit(exc.exit_code)
 
 
@@ -153,6 +154,9 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     if s["n_failed"]:
         bad = ", ".join(f"{n} {st}" for st, n in s["statuses"].items() if st != "ok")
         out.print(f"[yellow]{s['n_failed']} files could not be used[/] ({bad}); see assignments.csv.", highlight=False)
+    if s.get("n_duplicates"):
+        out.print(f"{s['n_duplicates']} files are exact copies of another file; see duplicate_of in assignments.csv.",
+                  highlight=False)
     table = Table(title="Cluster sizes", show_edge=False)
     table.add_column("cluster", justify="right")
     table.add_column("images", justify="right")
@@ -160,7 +164,7 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     if names:
         table.add_column("suggested name")
     for c, n in enumerate(s["cluster_sizes"]):
-        table.add_row(str(c), str(n), *( [names.get(str(c), "")] if names else []))
+        table.add_row(str(c), str(n), *( [escape(names.get(str(c), ""))] if names else []))
     out.print(table)
     if "metrics" in s:
         m = s["metrics"]
@@ -173,7 +177,7 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
                   highlight=False)
     t = s.get("timings", {})
     out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
-    out.print(f"Results in {out_dir}/ (assignments.csv, summary.json"
+    out.print(f"Results in {escape(str(out_dir))}/ (assignments.csv, summary.json"
               + (", confusion.csv" if "metrics" in s else "") + ")", highlight=False)
 
 
@@ -192,8 +196,11 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
     if dest is None:
         raise ParameterError("Name the destination with --to DEST.")
     if undo:
-        n = undo_export(dest)
-        out.print(f"Put back {n} files moved by an earlier export to {dest}.")
+        undone = undo_export(dest)
+        out.print(f"Put back {undone.restored} files moved by an earlier export to {dest}.", highlight=False,
+                  markup=False)
+        for kept in undone.kept:
+            out.print(f"[yellow]Left in place, nothing overwritten:[/] {escape(kept)}", highlight=False)
         return
     if out_dir is None:
         raise ParameterError("Name the output folder of a run: imgclust export OUT_DIR --to DEST.")
@@ -202,16 +209,18 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
         folders: dict[str, int] = {}
         for a in actions:
             folders[a.folder] = folders.get(a.folder, 0) + 1
-        out.print(f"Plan: move {len(actions)} images out of their folder into {len(folders)} folders under {dest}:")
+        out.print(f"Plan: move {len(actions)} images out of their folder into {len(folders)} folders under {dest}:",
+                  highlight=False, soft_wrap=True, markup=False)
         for f, n in sorted(folders.items()):
-            out.print(f"  {dest / f}/  {n} images", highlight=False)
+            out.print(f"  {dest / f}/  {n} images", highlight=False, soft_wrap=True, markup=False)
         if not yes:
             raise ParameterError("Moving files needs --yes. Nothing was moved. "
                                  "(Every move is recorded; 'imgclust export --undo --to DEST' puts files back.)")
     with ProgressBars() as bars:
         rep = do_export(out_dir, dest, mode=mode, progress=bars)
     verb = {"copy": "Copied", "symlink": "Linked", "move": "Moved"}[mode]
-    out.print(f"{verb} {rep.done} images into {dest}/ ({rep.skipped_existing} already there).", highlight=False)
+    out.print(f"{verb} {rep.done} images into {dest}/ ({rep.skipped_existing} already there).", highlight=False,
+              markup=False)
     if rep.missing_sources:
         out.print(f"[yellow]{len(rep.missing_sources)} images no longer exist and were skipped[/].")
 

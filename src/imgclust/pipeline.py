@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._fs import ensure_writable_dir, is_within
+from ._fs import atomic_write_text, ensure_writable_dir, is_within
 from .backends import Backend
 from .backends.local import LocalBackend
 from .cache import EmbeddingCache, default_cache_dir
@@ -28,6 +28,7 @@ from .errors import InputError, OutputError
 from .features import Extractor, get_extractor
 from .features.extract import Extraction
 from .io.discover import IMAGE_EXTENSIONS, ImageRecord, attach_labels, discover
+from .io.duplicates import find_duplicates
 from .metrics import confusion, evaluate
 from .outputs.tables import (
     ASSIGNMENTS,
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 CacheSetting = str | os.PathLike[str] | bool | None
+# Written first into a new output folder, so a run killed before summary.json can be rerun into it.
+OUT_MARKER = ".imgclust-output"
 
 
 @dataclass
@@ -117,9 +120,24 @@ def check_out_dir(images_dir: Path, out_dir: Path) -> None:
     if is_within(images_dir, out_dir):
         raise OutputError(f"The images folder {images_dir} is inside the output folder {out_dir}. "
                           "Choose a separate output folder.")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / SUMMARY).exists():
-        raise OutputError(f"The output folder {out_dir} is not empty and is not from an earlier imgclust run. "
-                          "Choose an empty or new folder; imgclust never writes among other files.")
+    if out_dir.is_dir() and not (out_dir / SUMMARY).exists() and not (out_dir / OUT_MARKER).exists():
+        # Leftover temporary files of a killed atomic write (".NAME.xxxx.tmp") are not other people's files.
+        if any(not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in out_dir.iterdir()):
+            raise OutputError(f"The output folder {out_dir} is not empty and is not from an earlier imgclust run. "
+                              "Choose an empty or new folder; imgclust never writes among other files.")
+    _check_can_create(out_dir)
+
+
+def _check_can_create(out_dir: Path) -> None:
+    """Fail before any work when ``out_dir`` clearly cannot be created or written (nothing is created here)."""
+    existing = out_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"Cannot create the output folder {out_dir}: {existing} is a file, not a folder. "
+                          "Choose another output folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"Permission denied: cannot write in {existing}. Choose an output folder you can write to.")
 
 
 def load_features(images_dir: str | os.PathLike[str], config: RunConfig, *, cache: CacheSetting = True,
@@ -178,12 +196,17 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
     if not images_dir.is_dir():
         raise InputError(f"The images folder {images_dir} does not exist or is not a folder.")
     check_out_dir(images_dir, out_dir)
-    get_clusterer(config.method)  # fail on an unknown method before any work is done
+    get_clusterer(config.method)  # an unknown method fails now, not after extraction
     timer = Timer()
     backend = backend or LocalBackend()
     feats = load_features(images_dir, config, cache=cache, exclude=[out_dir], timer=timer, progress=progress,
                           backend=backend)
+    if config.k is not None:
+        validate_k(config.k, len(feats.X))  # before anything is written to out_dir
+    with timer.stage("duplicates"):
+        dups = find_duplicates(feats.usable)
     ensure_writable_dir(out_dir)
+    atomic_write_text(out_dir / OUT_MARKER, "This folder holds the outputs of an imgclust run.\n")
 
     k_info: dict[str, Any] = {"k_auto": False}
     with timer.stage("cluster"):
@@ -206,7 +229,9 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
     with timer.stage("write"):
         summary = _summary(feats, config, result, metrics, timer, k_info, out_dir)
         summary["backend"] = backend.describe()
-        rows = assignments_table(feats.records, result.labels, result.distances, with_labels=labels_true is not None)
+        summary["n_duplicates"], summary["duplicates"] = dups.n_duplicates, dups.groups
+        rows = assignments_table(feats.records, result.labels, result.distances, with_labels=labels_true is not None,
+                                 extra={"duplicate_of": dups.duplicate_of})
         write_csv(out_dir / ASSIGNMENTS, rows)
         if labels_true is not None:
             conf = confusion(labels_true, result.labels)
