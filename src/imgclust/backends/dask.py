@@ -296,7 +296,8 @@ class DaskBackend(Backend):
                 raise CacheError(f"The Dask workers embedded {len(lost)} images into {cache.folder}, but this "
                                  "machine cannot read them there. The cache folder must be on a filesystem "
                                  "that this machine and every worker share, under the same path (--cache DIR).")
-        ex = extract(records, extractor, cache=cache, batch_size=config.batch_size, identity=config.identity)
+        ex = extract(records, extractor, cache=cache, batch_size=config.batch_size, identity=config.identity,
+                     progress=progress)
         return replace(ex, n_computed=ex.n_computed + n_computed, n_cached=ex.n_cached - n_computed)
 
     def _embed_on_workers(self, records: list[ImageRecord], todo: list[tuple[int, str]], extractor: Extractor,
