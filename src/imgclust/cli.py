@@ -123,16 +123,26 @@ def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
               help="Embedding cache folder (default: ~/.cache/imgclust or $IMGCLUST_CACHE).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch.")
+@click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where extraction and k-means run: this machine, or a Dask cluster (see docs/cluster.md).")
+@click.option("--scheduler", default=None, help="With --backend dask: address of a running scheduler, "
+              "e.g. tcp://10.0.0.5:8786 (the cache folder must be shared with its workers).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --backend dask and no --scheduler: start this many local worker processes "
+                   "(default: one per core).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run(images_dir: Path, out_dir: Path, features: str, size: int | None, k: int | None, k_range: str, method: str,
-        seed: int, labels: str, cache: Path | None, no_cache: bool, batch_size: int, quiet: bool) -> None:
+        seed: int, labels: str, cache: Path | None, no_cache: bool, batch_size: int, backend: str,
+        scheduler: str | None, workers: int | None, quiet: bool) -> None:
     """Cluster the images under IMAGES_DIR and write the results to --out."""
+    from .backends import get_backend
     from .pipeline import run as run_pipeline
 
     config = RunConfig(features=features, feature_options=feature_options(size), k=k, k_range=parse_k_range(k_range),
                        method=method, seed=seed, labels=labels, batch_size=batch_size)
-    with ProgressBars(enabled=not quiet) as bars:
-        result = run_pipeline(images_dir, out_dir, config, cache=_cache_setting(cache, no_cache), progress=bars)
+    with get_backend(backend, scheduler=scheduler, workers=workers) as where, ProgressBars(enabled=not quiet) as bars:
+        result = run_pipeline(images_dir, out_dir, config, cache=_cache_setting(cache, no_cache), progress=bars,
+                              backend=where)
     print_run_summary(result.summary, out_dir)
 
 
@@ -162,6 +172,9 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
                   f"accuracy (one-to-one, Hungarian) [bold]{m['accuracy_hungarian']:.3f}[/], "
                   f"accuracy (many-to-one, majority) {m['accuracy_majority']:.3f}, "
                   f"NMI {m['nmi']:.3f}, ARI {m['ari']:.3f}", highlight=False)
+    if s.get("backend", {}).get("name") == "dask":
+        out.print(f"Ran on Dask: {s['backend']['n_workers']} workers, scheduler {s['backend']['scheduler']}.",
+                  highlight=False)
     t = s.get("timings", {})
     out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
     out.print(f"Results in {escape(str(out_dir))}/ (assignments.csv, summary.json"

@@ -19,12 +19,14 @@ import numpy as np
 
 from . import __version__
 from ._fs import atomic_write_text, ensure_writable_dir, is_within
+from .backends import Backend
+from .backends.local import LocalBackend
 from .cache import EmbeddingCache, default_cache_dir
-from .cluster import ClusterResult, cluster, get_clusterer, validate_k
+from .cluster import ClusterResult, get_clusterer, validate_k
 from .config import RunConfig
 from .errors import InputError, OutputError
 from .features import Extractor, get_extractor
-from .features.extract import Extraction, extract
+from .features.extract import Extraction
 from .io.discover import IMAGE_EXTENSIONS, ImageRecord, attach_labels, discover
 from .io.duplicates import find_duplicates
 from .metrics import confusion, evaluate
@@ -143,8 +145,11 @@ def _check_can_create(out_dir: Path) -> None:
 
 def load_features(images_dir: str | os.PathLike[str], config: RunConfig, *, cache: CacheSetting = True,
                   exclude: list[Path] | None = None, timer: Timer | None = None,
-                  progress: Progress | None = None) -> Features:
+                  progress: Progress | None = None, backend: Backend | None = None) -> Features:
     """Discover the images, attach labels, and get every usable image's vector (cache first).
+
+    ``backend`` runs the extraction (default: :class:`~imgclust.backends.local.LocalBackend`; see
+    :func:`imgclust.backends.get_backend` for a Dask cluster).
 
     Raises:
         InputError: no image was found, or none could be used.
@@ -159,8 +164,7 @@ def load_features(images_dir: str | os.PathLike[str], config: RunConfig, *, cach
     extractor = get_extractor(config.features, **config.feature_options)
     with timer.stage("extract"):
         store = open_cache(cache, extractor)
-        ex: Extraction = extract(records, extractor, cache=store, batch_size=config.batch_size,
-                                 identity=config.identity, progress=progress)
+        ex: Extraction = (backend or LocalBackend()).extract(records, extractor, config, cache=store, progress=progress)
     if len(ex.X) == 0:
         reasons = Counter(r.status for r in ex.records)
         raise InputError(f"None of the {len(records)} files under {images_dir} is a usable image "
@@ -170,7 +174,8 @@ def load_features(images_dir: str | os.PathLike[str], config: RunConfig, *, cach
 
 
 def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], config: RunConfig | None = None, *,
-        cache: CacheSetting = True, progress: Progress | None = None, **settings: Any) -> RunResult:
+        cache: CacheSetting = True, progress: Progress | None = None, backend: Backend | None = None,
+        **settings: Any) -> RunResult:
     """Cluster a folder of images and write the outputs.
 
     Args:
@@ -179,6 +184,8 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
         config: a :class:`RunConfig`; or give its fields as keyword arguments (``features=``, ``k=``, ...).
         cache: True (default folder), False (no cache) or a folder for the embedding cache.
         progress: called as ``progress(stage, done, total)`` during long stages.
+        backend: where extraction and k-means run (default: this machine); e.g.
+            ``imgclust.backends.get_backend("dask", workers=4)``. The caller closes it. Same result either way.
 
     Returns:
         :class:`RunResult`.
@@ -194,7 +201,9 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
     check_out_dir(images_dir, out_dir)
     get_clusterer(config.method)  # an unknown method fails now, not after extraction
     timer = Timer()
-    feats = load_features(images_dir, config, cache=cache, exclude=[out_dir], timer=timer, progress=progress)
+    backend = backend or LocalBackend()
+    feats = load_features(images_dir, config, cache=cache, exclude=[out_dir], timer=timer, progress=progress,
+                          backend=backend)
     if config.k is not None:
         validate_k(config.k, len(feats.X))  # before anything is written to out_dir
     with timer.stage("duplicates"):
@@ -214,7 +223,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
             result = choice.result
         else:
             k = validate_k(config.k, len(feats.X))
-            result = cluster(feats.X, k, method=config.method, seed=config.seed, **config.method_options)
+            result = backend.cluster(feats.X, k, config)
 
     with timer.stage("evaluate"):
         labels_true = feats.labels_true
@@ -222,6 +231,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
 
     with timer.stage("write"):
         summary = _summary(feats, config, result, metrics, timer, k_info, out_dir)
+        summary["backend"] = backend.describe()
         summary["n_duplicates"], summary["duplicates"] = dups.n_duplicates, dups.groups
         rows = assignments_table(feats.records, result.labels, result.distances, with_labels=labels_true is not None,
                                  extra={"duplicate_of": dups.duplicate_of})
