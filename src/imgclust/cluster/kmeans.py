@@ -286,14 +286,16 @@ AUTO_SUBSAMPLE_FROM = 100_000
 FAISS_POINTS_PER_CENTROID = 256
 
 
-def fit_kmeans(X: np.ndarray, k: int, *, seed: int = 0, n_init: int | str = "auto", max_iter: int = 100,
+def fit_kmeans(X: np.ndarray | Assigner, k: int, *, seed: int = 0, n_init: int | str = "auto", max_iter: int = 100,
                tol: float = 1e-4, chunk_size: int = 32768,
                max_points_per_centroid: int | str | None = "auto") -> ClusterResult:
     """k-means on the rows of ``X`` (the original method's clusterer).
 
     Args:
         X: np.ndarray of shape (n_samples, n_features); a memory-mapped ``.npy`` works too
-            (``np.load(path, mmap_mode="r")``): it is read in chunks of ``chunk_size`` rows.
+            (``np.load(path, mmap_mode="r")``): it is read in chunks of ``chunk_size`` rows. ``X`` may
+            also be an :class:`Assigner` (e.g. vectors held by Dask workers), so every backend runs
+            this same loop.
         k: number of clusters.
         seed: random seed.
         n_init: restarts; ``"auto"`` uses 10 for small problems and fewer as n * k grows.
@@ -308,17 +310,18 @@ def fit_kmeans(X: np.ndarray, k: int, *, seed: int = 0, n_init: int | str = "aut
         >>> fit_kmeans(X, 2).sizes.tolist()
         [5, 5]
     """
+    assigner: Assigner = ArrayAssigner(X, chunk_size) if isinstance(X, np.ndarray) else X
     if n_init == "auto":
-        work = X.shape[0] * k
+        work = assigner.n_samples * k
         n_init = 10 if work <= 2_000_000 else 3 if work <= 20_000_000 else 1
     if not isinstance(n_init, int):
         raise ParameterError(f"n_init must be a whole number or 'auto'; got {n_init!r}.")
     if max_points_per_centroid == "auto":
-        max_points_per_centroid = FAISS_POINTS_PER_CENTROID if X.shape[0] >= AUTO_SUBSAMPLE_FROM else None
+        max_points_per_centroid = FAISS_POINTS_PER_CENTROID if assigner.n_samples >= AUTO_SUBSAMPLE_FROM else None
     if isinstance(max_points_per_centroid, str):
         raise ParameterError(f"max_points_per_centroid must be a whole number, None or 'auto'; "
                              f"got {max_points_per_centroid!r}.")
-    return lloyd(ArrayAssigner(X, chunk_size), k, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
+    return lloyd(assigner, k, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol,
                  max_points_per_centroid=max_points_per_centroid)
 
 
