@@ -98,7 +98,7 @@ def full(n: int, d: int, k: int, iters: int, seed: int, folder: Path) -> None:
             fh.write(chunk.tobytes())
     print(f"wrote {n:,} x {d} float32 ({path.stat().st_size / 1e9:.1f} GB) in {time.perf_counter() - t0:.0f} s; "
           f"peak RSS so far {peak_rss_gb():.2f} GB")
-    X = np.load(path, mmap_mode="r")
+    X = np.load(path, mmap_mode="r", allow_pickle=False)
     result, t = timed(lambda: fit_kmeans(X, k, seed=seed, n_init=1, max_iter=iters, tol=0.0))
     print(f"imgclust kmeans (memory-mapped, max_points_per_centroid={result.info['max_points_per_centroid']}): "
           f"{t:.1f} s, inertia {result.inertia:.6g}, {result.n_iter} iterations, sizes {result.sizes.min()}-"

@@ -73,8 +73,8 @@ class ArrayAssigner:
     """Assigner over an in-memory or memory-mapped array, in chunks (memory stays bounded).
 
     Args:
-        X: np.ndarray of shape (n_samples, n_features), or an ``np.memmap`` / ``np.load(path,
-            mmap_mode="r")`` of a file far larger than memory.
+        X: np.ndarray of shape (n_samples, n_features), or an ``np.memmap`` (e.g. a
+            ``.npy`` loaded with ``mmap_mode="r", allow_pickle=False``) of a file far larger than memory.
         chunk_size: rows per assignment chunk (a chunk of 32768 x 1280 float32 is 168 MB).
     """
 
@@ -293,7 +293,7 @@ def fit_kmeans(X: np.ndarray | Assigner, k: int, *, seed: int = 0, n_init: int |
 
     Args:
         X: np.ndarray of shape (n_samples, n_features); a memory-mapped ``.npy`` works too
-            (``np.load(path, mmap_mode="r")``): it is read in chunks of ``chunk_size`` rows. ``X`` may
+            (``np.load(path, mmap_mode="r", allow_pickle=False)``): it is read in chunks of ``chunk_size`` rows. ``X`` may
             also be an :class:`Assigner` (e.g. vectors held by Dask workers), so every backend runs
             this same loop.
         k: number of clusters.
