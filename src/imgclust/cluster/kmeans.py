@@ -55,8 +55,12 @@ class Assigner(Protocol):
         ...
 
 
-def nearest_centers(X: np.ndarray, centers: np.ndarray, c_sq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Index of and squared distance to the nearest centre, for each row of ``X`` (one GEMM)."""
+def nearest_centers(X: np.ndarray, centers: np.ndarray, c_sq: np.ndarray | None = None,
+                    x_sq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Index of and squared distance to the nearest centre, for each row of ``X`` (one GEMM).
+
+    ``c_sq`` and ``x_sq`` are the squared norms of the centres and of the rows, when known.
+    """
     X = np.asarray(X, dtype=np.float32)
     if c_sq is None:
         c_sq = np.einsum("ij,ij->i", centers, centers)
@@ -64,7 +68,8 @@ def nearest_centers(X: np.ndarray, centers: np.ndarray, c_sq: np.ndarray | None 
     d *= -2.0
     d += c_sq[None, :]
     labels = np.argmin(d, axis=1)
-    x_sq = np.einsum("ij,ij->i", X, X)
+    if x_sq is None:
+        x_sq = np.einsum("ij,ij->i", X, X)
     sq = np.maximum(d[np.arange(len(X)), labels] + x_sq, 0.0).astype(np.float32)
     return labels.astype(np.int64), sq
 
@@ -82,6 +87,9 @@ class ArrayAssigner:
         self.X = X
         self.n_samples, self.n_features = X.shape
         self.chunk_size = chunk_size
+        # Squared row norms per chunk, kept across iterations for data held in memory (4 bytes a
+        # row): one pass over the data fewer per iteration.
+        self._norms: dict[int, np.ndarray] | None = None if isinstance(X, np.memmap) else {}
 
     def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
         for start in range(0, self.n_samples, self.chunk_size):
@@ -115,7 +123,12 @@ class ArrayAssigner:
         sums = np.zeros((k, self.n_features), dtype=np.float64)
         counts = np.zeros(k, dtype=np.int64)
         for start, chunk in self.chunks():
-            lab, d = nearest_centers(chunk, centers, c_sq)
+            x_sq = self._norms.get(start) if self._norms is not None else None
+            if x_sq is None:
+                x_sq = np.einsum("ij,ij->i", chunk, chunk)
+                if self._norms is not None:
+                    self._norms[start] = x_sq
+            lab, d = nearest_centers(chunk, centers, c_sq, x_sq)
             labels[start:start + len(chunk)] = lab
             sq[start:start + len(chunk)] = d
             _add_by_label(sums, lab, chunk)
