@@ -24,8 +24,9 @@ from . import __version__
 from .config import DEFAULT_FEATURES, DEFAULT_METHOD, RunConfig, parse_k_range
 from .errors import ImgclustError
 
-console = Console(stderr=True)
-out = Console()
+# soft_wrap: long paths are printed whole (copy-pasteable), never broken by rich.
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 STAGE_TEXT = {"extract": "Extracting features", "export": "Exporting", "sweep": "Trying k"}
 
