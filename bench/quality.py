@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-
 import imgclust
 from imgclust._fs import atomic_write_text
 from imgclust.cluster import list_clusterers

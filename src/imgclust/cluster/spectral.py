@@ -3,7 +3,7 @@
 Why: pretrained-network embeddings form curved, elongated groups that k-means (round clusters)
 cuts badly; a nearest-neighbour graph follows them. Measured on EfficientNet-Lite0 vectors
 (one-to-one accuracy, k = classes): dogs-vs-cats-1000 0.982 -> 0.992, imagenette-val-3000
-0.943 -> 0.970, cifar10-test-5000 0.438 -> 0.486 (see docs/methods.md and bench/quality.py).
+0.943 -> 0.9697, cifar10-test-5000 0.438 -> 0.486 (see docs/methods.md and bench/quality.py).
 
 Steps (Ng, Jordan & Weiss 2002 on a kNN graph, as in scikit-learn's ``affinity="nearest_neighbors"``):
 
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from .base import ClusterResult, ClustererSpec, register_clusterer
+from .base import ClustererSpec, ClusterResult, register_clusterer
 from .kmeans import fit_kmeans
 
 log = logging.getLogger(__name__)
