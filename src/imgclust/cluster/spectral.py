@@ -101,7 +101,8 @@ def fit_spectral(X: np.ndarray, k: int, *, seed: int = 0, n_neighbors: int = DEF
         X: np.ndarray of shape (n_samples, n_features).
         k: number of clusters, 1 <= k <= n_samples.
         seed: random seed (eigensolver start vector and the k-means on the embedding).
-        n_neighbors: neighbours per vector in the graph (capped at n_samples - 1).
+        n_neighbors: neighbours per vector in the graph, capped at half the average group size
+            (n_samples // (2 k)) so that small folders are not tied together, and at least 1.
         center: subtract the mean vector before the cosine (off by default: measured to help on
             imagenette and CIFAR subsets but to hurt dogs-vs-cats; see docs/methods.md).
 
@@ -120,10 +121,11 @@ def fit_spectral(X: np.ndarray, k: int, *, seed: int = 0, n_neighbors: int = DEF
         raise ParameterError(f"n_neighbors must be a whole number >= 1; got {n_neighbors!r}.")
     X = np.asarray(X, dtype=np.float32)
     n = len(X)
-    m = int(min(n_neighbors, n - 1))
+    # More neighbours than half an average group would tie groups together (small folders).
+    m = int(max(1, min(n_neighbors, n // (2 * k), n - 1)))
     info: dict[str, Any] = {"graph": "knn-cosine", "n_neighbors": m, "center": bool(center),
                             "assign": "nearest_center", "assign_space": "input", "transform": None}
-    if k == 1 or m == 0:
+    if k == 1 or k == n:
         labels = np.zeros(n, dtype=np.int64) if k == 1 else np.arange(n, dtype=np.int64)
         info["eigenvalues"] = []
         return _result(X, labels, k, seed, info, n_iter=0)
