@@ -28,7 +28,7 @@ def test_run_prints_summary_and_writes_outputs(runner: CliRunner, image_folder: 
                                   "--no-cache", "-q"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "18 of 18 images clustered into 3 groups with pixels + kmeans" in text
+    assert "18 of 18 images clustered into 3 groups with pixels + spectral" in text
     assert "accuracy (one-to-one, Hungarian) 1.000" in text
     assert json.loads((out / "summary.json").read_text())["k"] == 3
 

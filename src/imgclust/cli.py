@@ -116,7 +116,7 @@ def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
 @click.option("--size", type=int, default=None, help="Image side for --features pixels (default 32).")
 @click.option("--k", "k", type=KType(), default="auto", show_default=True, help="Number of clusters, or auto.")
 @click.option("--k-range", default="2-30", show_default=True, help="Range searched by --k auto.")
-@click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Clustering method.")
+@click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Clustering method: spectral (kNN-graph spectral clustering) or kmeans (the original). See docs/methods.md.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
 @click.option("--labels", type=click.Choice(["auto", "folder", "prefix", "none"]), default="auto", show_default=True,
               help="Where ground-truth labels come from (only for scoring).")

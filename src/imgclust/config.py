@@ -9,7 +9,7 @@ from typing import Any
 from .errors import ParameterError
 
 DEFAULT_FEATURES = "efficientnet-lite0"
-DEFAULT_METHOD = "kmeans"
+DEFAULT_METHOD = "spectral"
 DEFAULT_K_RANGE = (2, 30)
 
 

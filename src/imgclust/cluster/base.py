@@ -69,7 +69,7 @@ def register_clusterer(spec: ClustererSpec) -> ClustererSpec:
 
 
 def _ensure_builtins() -> None:
-    from . import kmeans  # noqa: F401
+    from . import kmeans, spectral  # noqa: F401
 
 
 def list_clusterers() -> list[ClustererSpec]:
