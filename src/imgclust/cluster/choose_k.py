@@ -1,12 +1,13 @@
 """Choosing k: a sweep over many k that reuses work across k, the criteria, and the automatic rule.
 
-The sweep fits k-means at every k of a list, in increasing order, and reuses work across k: the first
-k is seeded by k-means++, every later k starts from the previous k's centres with the clusters of
-largest inertia split in two (as bisecting k-means does), and one Lloyd run refines that. Warm starts
-converge in few iterations, so a sweep costs about one short k-means run per k instead of the ten full
-restarts of a from-scratch fit, with inertia within about 1% of them (see ``bench/sweep.py``). The
-silhouette is computed on a seeded sample of at most ``silhouette_sample`` rows whose distance matrix
-is computed once for all k.
+The sweep fits k-means at every k of a list, in increasing order, and reuses work across k. The first
+k is the best of a few k-means++ restarts. Every later k runs Lloyd from two starts and keeps the
+better: the previous k's centres with the clusters of largest inertia split in two (as bisecting
+k-means does), and the centres of a k-means++ fit on a random sample (``SAMPLE_PER_CLUSTER`` rows per
+cluster, at least ``SAMPLE_MIN``). Both starts are close to a fixed point, so each takes few
+iterations: a sweep costs a few short runs per k instead of the ten full restarts of a from-scratch
+fit, with inertia within about 1% of them (see ``bench/sweep.py``). The silhouette is computed on a
+seeded sample of at most ``silhouette_sample`` rows whose distance matrix is computed once for all k.
 
 The automatic rule (:func:`pick_k`), documented in ``docs/choosing-k.md``:
 
@@ -41,6 +42,9 @@ from .kmeans import nearest_centers
 SWEEP_COLUMNS = ("k", "inertia", "silhouette", "calinski_harabasz", "davies_bouldin",
                  "accuracy_majority", "accuracy_hungarian", "nmi", "ari")
 SILHOUETTE_SAMPLE = 2000
+FIRST_K_RESTARTS = 5
+SAMPLE_PER_CLUSTER = 40
+SAMPLE_MIN = 1000
 
 Progress = Callable[[str, int, int], None]
 
@@ -191,18 +195,15 @@ def pick_k(sweep: Sweep) -> KPick:
         why_elbow = f"the elbow of the inertia curve (kneedle) is at k={elbow}"
     else:
         k = min(candidates)
-        why_elbow = "the inertia curve has no elbow (kneedle), so the smallest is taken"
+        why_elbow = "the inertia curve has no elbow (kneedle), so the smallest of them is taken"
     if len(candidates) == 1:
         reason = (f"k={k} has the highest silhouette ({sil[k]:.3f}); no other k in "
                   f"{sweep.ks[0]}-{sweep.ks[-1]} is within one standard error ({best.silhouette_se:.3f}) of it; "
                   f"{why_elbow}.")
     else:
-        reason = (f"k={k}: silhouette {sil[k]:.3f}, within one standard error ({best.silhouette_se:.3f}) of the "
-                  f"highest ({best.silhouette:.3f} at k={best.k}) like k={', '.join(map(str, candidates))}; "
-                  f"{why_elbow} and k={k} is the closest to it." if elbow is not None else
-                  f"k={k}: silhouette {sil[k]:.3f}, within one standard error ({best.silhouette_se:.3f}) of the "
-                  f"highest ({best.silhouette:.3f} at k={best.k}) like k={', '.join(map(str, candidates))}; "
-                  f"{why_elbow}.")
+        reason = (f"k={', '.join(map(str, candidates))} have a silhouette within one standard error "
+                  f"({best.silhouette_se:.3f}) of the highest ({best.silhouette:.3f} at k={best.k}); {why_elbow}"
+                  + (f", and k={k} is the closest to it." if elbow is not None else f": k={k}."))
     return KPick(k=k, reason=reason, elbow=elbow, candidates=candidates)
 
 
@@ -333,21 +334,39 @@ def _silhouette(D: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
 def _warm_kmeans(X: np.ndarray, ks: Sequence[int], rng: np.random.Generator,
                  seed: int) -> Iterator[tuple[int, ClusterResult]]:
-    """Yield (k, ClusterResult) for increasing k, each k warm-started from the previous k's fit."""
+    """Yield (k, ClusterResult) for increasing k: the better of a warm start and a sample-fitted start."""
     from sklearn.cluster import KMeans
 
     centers: np.ndarray | None = None
     labels = sq = None
     for k in ks:
-        init: np.ndarray | str = "k-means++"
-        if centers is not None and labels is not None and sq is not None:
-            init = _split_clusters(X, centers, labels, sq, k, rng)
-        km = KMeans(n_clusters=k, init=init, n_init=1, random_state=int(rng.integers(2**31 - 1))).fit(X)
-        centers = km.cluster_centers_.astype(np.float32)
+        if centers is None or labels is None or sq is None:
+            # The first k is the root of the whole path: give it the restarts of a from-scratch fit.
+            inits: list[tuple[np.ndarray | str, int]] = [("k-means++", FIRST_K_RESTARTS)]
+        else:
+            inits = [(_split_clusters(X, centers, labels, sq, k, rng), 1), (_sample_fit(X, k, rng), 1)]
+        best = None
+        for init, n_init in inits:
+            km = KMeans(n_clusters=k, init=init, n_init=n_init, random_state=int(rng.integers(2**31 - 1))).fit(X)
+            if best is None or km.inertia_ < best.inertia_:
+                best = km
+        assert best is not None
+        centers = best.cluster_centers_.astype(np.float32)
         labels, sq = nearest_centers(X, centers)
         yield k, ClusterResult(labels=labels, centers=centers, distances=np.sqrt(sq),
                                inertia=float(sq.sum(dtype=np.float64)), k=k, seed=seed, method="kmeans",
-                               n_iter=int(km.n_iter_))
+                               n_iter=int(best.n_iter_))
+
+
+def _sample_fit(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Centres of a k-means++ fit on a random sample (all of X when small): a fresh start that is already
+    close to a fixed point, so Lloyd on all of X from it takes few iterations."""
+    from sklearn.cluster import KMeans
+
+    m = min(len(X), max(SAMPLE_PER_CLUSTER * k, SAMPLE_MIN))
+    S = X if m == len(X) else X[np.sort(rng.choice(len(X), size=m, replace=False))]
+    km = KMeans(n_clusters=k, n_init=1, random_state=int(rng.integers(2**31 - 1))).fit(S)
+    return np.asarray(km.cluster_centers_, dtype=np.float32)
 
 
 def _split_clusters(X: np.ndarray, centers: np.ndarray, labels: np.ndarray, sq: np.ndarray, k: int,
