@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 # ../shared/datasets of the checkout, or of a folder above it (git worktrees live one level deeper).

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, shared_dataset
 
+from conftest import run_cli, shared_dataset
 from imgclust.outputs.plots import criteria_figure, elbow_figure, save_figure
 from imgclust.pipeline import run, sweep
 
