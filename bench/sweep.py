@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 # ../shared/datasets of the checkout, or of a folder above it (git worktrees live one level deeper).
 DATASET = next((p / "shared" / "datasets" for p in REPO.parents if (p / "shared" / "datasets").is_dir()),
