@@ -345,12 +345,8 @@ def _warm_kmeans(X: np.ndarray, ks: Sequence[int], rng: np.random.Generator,
             inits: list[tuple[np.ndarray | str, int]] = [("k-means++", FIRST_K_RESTARTS)]
         else:
             inits = [(_split_clusters(X, centers, labels, sq, k, rng), 1), (_sample_fit(X, k, rng), 1)]
-        best = None
-        for init, n_init in inits:
-            km = KMeans(n_clusters=k, init=init, n_init=n_init, random_state=int(rng.integers(2**31 - 1))).fit(X)
-            if best is None or km.inertia_ < best.inertia_:
-                best = km
-        assert best is not None
+        best = min((KMeans(n_clusters=k, init=init, n_init=n_init, random_state=int(rng.integers(2**31 - 1))).fit(X)
+                    for init, n_init in inits), key=lambda km: km.inertia_)
         centers = best.cluster_centers_.astype(np.float32)
         labels, sq = nearest_centers(X, centers)
         yield k, ClusterResult(labels=labels, centers=centers, distances=np.sqrt(sq),
@@ -379,21 +375,21 @@ def _split_clusters(X: np.ndarray, centers: np.ndarray, labels: np.ndarray, sq: 
     """
     from sklearn.cluster import KMeans
 
-    centers = [c for c in centers]
+    grown = list(centers)
     labels = labels.copy()
     sse = np.bincount(labels, weights=sq, minlength=len(centers)).astype(np.float64)
     sizes = np.bincount(labels, minlength=len(centers))
-    while len(centers) < k:
+    while len(grown) < k:
         sse[sizes < 2] = -1.0
         j = int(np.argmax(sse))
-        if sse[j] <= 0:  # nothing left to split: duplicate points
-            centers.append(X[rng.integers(len(X))])
-            continue
+        if sse[j] <= 0:  # only identical points are left: nothing to split, Lloyd sorts it out
+            grown.extend(X[rng.choice(len(X), size=k - len(grown))])
+            break
         members = np.flatnonzero(labels == j)
         two = KMeans(n_clusters=2, n_init=1, random_state=int(rng.integers(2**31 - 1))).fit(X[members])
-        new = len(centers)
-        centers[j] = two.cluster_centers_[0]
-        centers.append(two.cluster_centers_[1])
+        new = len(grown)
+        grown[j] = two.cluster_centers_[0]
+        grown.append(two.cluster_centers_[1])
         part = two.labels_
         d = ((X[members] - two.cluster_centers_[part]) ** 2).sum(axis=1)
         labels[members[part == 1]] = new
@@ -401,4 +397,4 @@ def _split_clusters(X: np.ndarray, centers: np.ndarray, labels: np.ndarray, sq: 
         sse = np.append(sse, d[part == 1].sum())
         sizes[j] = (part == 0).sum()
         sizes = np.append(sizes, (part == 1).sum())
-    return np.asarray(centers, dtype=np.float32)
+    return np.asarray(grown, dtype=np.float32)

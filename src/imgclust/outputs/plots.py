@@ -134,7 +134,7 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def elbow_figure(ks: Sequence[int], inertia: Sequence[float], *, chosen_k: int | None = None,
+def elbow_figure(ks: Sequence[int], inertia: Sequence[float] | np.ndarray, *, chosen_k: int | None = None,
                  elbow_k: int | None = None, title: str = "Inertia against k") -> Figure:
     """Inertia (sum of squared distances to the centres) against k, with the chosen k and the elbow marked.
 
@@ -168,7 +168,7 @@ def elbow_figure(ks: Sequence[int], inertia: Sequence[float], *, chosen_k: int |
     return fig
 
 
-def criteria_figure(ks: Sequence[int], criteria: Mapping[str, Sequence[float]], *,
+def criteria_figure(ks: Sequence[int], criteria: Mapping[str, Sequence[float] | np.ndarray], *,
                     chosen_k: int | None = None, title: str = "Criteria against k") -> Figure:
     """One small panel per criterion against k (NaN values are left out), the chosen k marked in each.
 
