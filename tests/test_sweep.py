@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, shared_dataset
+from imgclust.errors import ParameterError
 from imgclust.outputs.plots import criteria_figure, elbow_figure, save_figure
 from imgclust.pipeline import run, sweep
 
@@ -98,13 +99,9 @@ def test_cli_sweep_end_to_end(image_folder: Path, tmp_path: Path, cli_env: dict[
     assert sorted(os.listdir(out)) == ["criteria.png", "elbow.png", "summary.json", "sweep.csv"]
 
 
-def test_cli_sweep_rejects_a_k_larger_than_the_images(image_folder: Path, tmp_path: Path,
-                                                      cli_env: dict[str, str]) -> None:
-    p = run_cli(["sweep", str(image_folder), "--out", str(tmp_path / "out"), "--features", "pixels", "--size", "4",
-                 "--ks", "2,50", "--no-cache", "-q"], cli_env)
-    assert p.returncode == 2
-    assert "k must be between 1 and the number of usable images (18); got 50. Give smaller --ks." in \
-        " ".join(p.stderr.split())
+def test_sweep_rejects_a_k_larger_than_the_images(image_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(ParameterError, match=r"number of usable images \(18\); got 50\. Give smaller --ks\."):
+        sweep(image_folder, tmp_path / "out", ks=[2, 50], features="pixels", feature_options={"size": 4}, cache=False)
 
 
 @pytest.mark.slow
