@@ -96,12 +96,13 @@ def test_cli_sweep_end_to_end(image_folder: Path, tmp_path: Path, cli_env: dict[
     assert "Suggested k = 3: k=3 has the highest silhouette" in text
     assert "acc. majority: many-to-one accuracy" in text and "rises with k by construction" in text
     assert "acc. Hungarian: one-to-one accuracy" in text
-    assert sorted(os.listdir(out)) == ["criteria.png", "elbow.png", "summary.json", "sweep.csv"]
+    assert sorted(os.listdir(out)) == [".imgclust-output", "criteria.png", "elbow.png", "summary.json", "sweep.csv"]
 
 
 def test_sweep_rejects_a_k_larger_than_the_images(image_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ParameterError, match=r"number of usable images \(18\); got 50\. Give smaller --ks\."):
         sweep(image_folder, tmp_path / "out", ks=[2, 50], features="pixels", feature_options={"size": 4}, cache=False)
+    assert not (tmp_path / "out").exists()  # nothing written before the check
 
 
 @pytest.mark.slow

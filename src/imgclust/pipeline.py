@@ -367,12 +367,13 @@ def sweep(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], c
     check_out_dir(images_dir, out_dir)
     timer = Timer()
     feats = load_features(images_dir, config, cache=cache, exclude=[out_dir], timer=timer, progress=progress)
-    ensure_writable_dir(out_dir)
     ks = sorted(set(ks if ks is not None else range(config.k_range[0], config.k_range[1] + 1)))
     too_big = [k for k in ks if k > len(feats.X)]
     if too_big:
         raise ParameterError(f"k must be between 1 and the number of usable images ({len(feats.X)}); "
                              f"got {', '.join(map(str, too_big))}. Give smaller --ks.")
+    ensure_writable_dir(out_dir)
+    atomic_write_text(out_dir / OUT_MARKER, "This folder holds the outputs of an imgclust run.\n")
     with timer.stage("sweep"):
         table = sweep_k(feats.X, ks, seed=config.seed, labels_true=feats.labels_true, method=config.method,
                         progress=progress, **config.method_options)
