@@ -12,7 +12,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+# ../shared/datasets of the checkout, or of a folder above it (git worktrees live one level deeper).
+SHARED_DATASETS = next((p / "shared" / "datasets" for p in REPO.parents if (p / "shared" / "datasets").is_dir()),
+                       REPO.parent / "shared" / "datasets")
 
 
 def pytest_configure(config: pytest.Config) -> None:

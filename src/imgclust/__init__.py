@@ -13,6 +13,7 @@ Example:
 __version__ = "0.1.0"
 
 from .cluster import ClusterResult, cluster, list_clusterers
+from .cluster.choose_k import choose_k
 from .config import RunConfig
 from .errors import ImgclustError
 from .features import get_extractor, list_extractors
@@ -21,7 +22,7 @@ from .io.decode import decode
 from .io.discover import ImageRecord, discover
 from .metrics import evaluate
 from .outputs.export import export
-from .pipeline import RunResult, load_features, run
+from .pipeline import RunResult, SweepResult, load_features, run, sweep
 
 __all__ = [
     "ClusterResult",
@@ -29,7 +30,9 @@ __all__ = [
     "ImgclustError",
     "RunConfig",
     "RunResult",
+    "SweepResult",
     "__version__",
+    "choose_k",
     "cluster",
     "decode",
     "discover",
@@ -41,4 +44,5 @@ __all__ = [
     "list_extractors",
     "load_features",
     "run",
+    "sweep",
 ]

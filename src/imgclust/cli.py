@@ -182,7 +182,73 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     t = s.get("timings", {})
     out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
     out.print(f"Results in {escape(str(out_dir))}/ (assignments.csv, summary.json"
-              + (", confusion.csv" if "metrics" in s else "") + ", report.html)", highlight=False)
+              + (", confusion.csv" if "metrics" in s else "") + (", sweep.csv" if s.get("k_auto") else "")
+              + ", report.html)", highlight=False)
+
+
+@main.command()
+@click.argument("images_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--features", default=DEFAULT_FEATURES, show_default=True, help="Feature extractor (see list-features).")
+@click.option("--size", type=int, default=None, help="Image side for --features pixels (default 32).")
+@click.option("--ks", "ks", default="2-30", show_default=True, help="k values to try: 2,16,64,100,256 or 2-30.")
+@click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Clustering method.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
+@click.option("--labels", type=click.Choice(["auto", "folder", "prefix", "none"]), default="auto", show_default=True,
+              help="Where ground-truth labels come from (only for scoring).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Embedding cache folder (default: ~/.cache/imgclust or $IMGCLUST_CACHE).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def sweep(images_dir: Path, out_dir: Path, features: str, size: int | None, ks: str, method: str, seed: int,
+          labels: str, cache: Path | None, no_cache: bool, batch_size: int, quiet: bool) -> None:
+    """Cluster the images under IMAGES_DIR at every k of --ks, score each k and suggest one."""
+    from .config import parse_ks
+    from .pipeline import sweep as sweep_pipeline
+
+    config = RunConfig(features=features, feature_options=feature_options(size), method=method, seed=seed,
+                       labels=labels, batch_size=batch_size)
+    with ProgressBars(enabled=not quiet) as bars:
+        result = sweep_pipeline(images_dir, out_dir, config, ks=parse_ks(ks), cache=_cache_setting(cache, no_cache),
+                                progress=bars)
+    print_sweep(result.summary, result.sweep.rows, out_dir)
+
+
+SWEEP_COLUMNS_SHOWN = {"k": ("k", "{}"), "inertia": ("inertia", "{:.4g}"), "silhouette": ("silhouette", "{:.3f}"),
+                       "calinski_harabasz": ("CH", "{:.1f}"), "davies_bouldin": ("DB", "{:.3f}"),
+                       "accuracy_majority": ("acc. majority", "{:.3f}"),
+                       "accuracy_hungarian": ("acc. Hungarian", "{:.3f}"), "nmi": ("NMI", "{:.3f}"),
+                       "ari": ("ARI", "{:.3f}")}
+
+
+def print_sweep(summary: dict[str, Any], rows: list[Any], out_dir: Path) -> None:
+    s = summary
+    labelled = "n_labels" in s
+    cols = list(SWEEP_COLUMNS_SHOWN)[:None if labelled else 5]
+    table = Table(title=f"{s['n_ok']} images, {s['features']} + {s['method']}: criteria against k", show_edge=False)
+    for c in cols:
+        table.add_column(SWEEP_COLUMNS_SHOWN[c][0], justify="right")
+    for row in rows:
+        cells = []
+        for c in cols:
+            v = getattr(row, c)
+            cells.append("-" if v is None or v != v else SWEEP_COLUMNS_SHOWN[c][1].format(v))
+        table.add_row(*cells, style="bold" if row.k == s["k"] else None)
+    out.print(table)
+    out.print("Higher is better for silhouette and CH (Calinski-Harabasz), lower for DB (Davies-Bouldin); inertia "
+              "falls as k grows.", highlight=False)
+    if labelled:
+        out.print(f"Scored against the {s['labels_mode']} labels ({s['n_labels']} classes). acc. majority: "
+                  "many-to-one accuracy, each cluster takes its most common label (the original method's figure; "
+                  "it rises with k by construction: one image per cluster gives 1.0). acc. Hungarian: one-to-one "
+                  "accuracy, clusters matched to labels, shown only where k equals the number of labels.",
+                  highlight=False)
+    out.print(f"Suggested k = [bold]{s['k']}[/]: {s['k_reason']}", highlight=False)
+    t = s.get("timings", {})
+    out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
+    out.print(f"Results in {escape(str(out_dir))}/ (sweep.csv, elbow.png, criteria.png, summary.json)",
+              highlight=False)
 
 
 @main.command()

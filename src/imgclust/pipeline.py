@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +23,9 @@ from .backends import Backend
 from .backends.local import LocalBackend
 from .cache import EmbeddingCache, default_cache_dir
 from .cluster import ClusterResult, get_clusterer, validate_k
+from .cluster.choose_k import SWEEP_COLUMNS, KPick, Sweep, pick_k, sweep_k
 from .config import RunConfig
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, ParameterError
 from .features import Extractor, get_extractor
 from .features.extract import Extraction
 from .io.discover import IMAGE_EXTENSIONS, ImageRecord, attach_labels, discover
@@ -44,6 +45,10 @@ from .outputs.tables import (
 )
 
 log = logging.getLogger(__name__)
+
+SWEEP_CSV = "sweep.csv"
+ELBOW_PNG = "elbow.png"
+CRITERIA_PNG = "criteria.png"
 
 Progress = Callable[[str, int, int], None]
 CacheSetting = str | os.PathLike[str] | bool | None
@@ -221,9 +226,11 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
             k = choice.k
             k_info = {"k_auto": True, "k_reason": choice.reason, "k_range": list(config.k_range)}
             result = choice.result
+            sweep_table: Sweep | None = choice.sweep
         else:
             k = validate_k(config.k, len(feats.X))
             result = backend.cluster(feats.X, k, config)
+            sweep_table = None
 
     with timer.stage("evaluate"):
         labels_true = feats.labels_true
@@ -239,6 +246,8 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
         if labels_true is not None:
             conf = confusion(labels_true, result.labels)
             write_confusion(out_dir / CONFUSION, conf, conf.hungarian_mapping())
+        if sweep_table is not None:
+            write_csv(out_dir / SWEEP_CSV, [r.as_row() for r in sweep_table.rows], SWEEP_COLUMNS)
         write_summary(out_dir / SUMMARY, summary)
     with timer.stage("report"):  # names go into summary.json; the page itself is built from the files
         summary.update(suggest_names(feats.extractor, feats.X, result.labels, result.k))
@@ -309,3 +318,106 @@ def _summary(feats: Features, config: RunConfig, result: ClusterResult, metrics:
         summary["metrics"] = metrics
         summary["n_labels"] = len(set(feats.labels_true or []))
     return summary
+
+
+@dataclass
+class SweepResult:
+    """The result of :func:`sweep`: the criteria over k, the k the automatic rule picks, and the files."""
+
+    out_dir: Path
+    config: RunConfig
+    features: Features
+    sweep: Sweep
+    pick: KPick
+    summary: dict[str, Any]
+
+    @property
+    def k(self) -> int:
+        return self.pick.k
+
+
+def sweep(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], config: RunConfig | None = None, *,
+          ks: Sequence[int] | None = None, cache: CacheSetting = True, progress: Progress | None = None,
+          **settings: Any) -> SweepResult:
+    """Cluster a folder of images at every k of ``ks``, score each k, pick one, and write the table and plots.
+
+    Writes OUT_DIR/sweep.csv (one row per k: k, inertia, silhouette, calinski_harabasz, davies_bouldin and,
+    with labels, accuracy_majority, accuracy_hungarian (only where k equals the number of labels), nmi,
+    ari), elbow.png (inertia against k, chosen k marked), criteria.png and summary.json.
+
+    Args:
+        images_dir: the folder of images (searched recursively).
+        out_dir: where the outputs go.
+        config: a :class:`RunConfig` (``k`` is ignored); or give its fields as keyword arguments.
+        ks: the k to try; default every k in ``config.k_range``.
+        cache: True (default folder), False (no cache) or a folder for the embedding cache.
+        progress: called as ``progress(stage, done, total)`` during long stages.
+
+    Returns:
+        :class:`SweepResult`.
+
+    Example:
+        >>> r = sweep("photos", "out", ks=[2, 4, 8], features="pixels")  # doctest: +SKIP
+        >>> r.k, r.pick.reason  # doctest: +SKIP
+    """
+    config = config or RunConfig(**settings)
+    images_dir, out_dir = Path(images_dir), Path(out_dir)
+    if not images_dir.is_dir():
+        raise InputError(f"The images folder {images_dir} does not exist or is not a folder.")
+    check_out_dir(images_dir, out_dir)
+    timer = Timer()
+    feats = load_features(images_dir, config, cache=cache, exclude=[out_dir], timer=timer, progress=progress)
+    ks = sorted(set(ks if ks is not None else range(config.k_range[0], config.k_range[1] + 1)))
+    too_big = [k for k in ks if k > len(feats.X)]
+    if too_big:
+        raise ParameterError(f"k must be between 1 and the number of usable images ({len(feats.X)}); "
+                             f"got {', '.join(map(str, too_big))}. Give smaller --ks.")
+    ensure_writable_dir(out_dir)
+    atomic_write_text(out_dir / OUT_MARKER, "This folder holds the outputs of an imgclust run.\n")
+    with timer.stage("sweep"):
+        table = sweep_k(feats.X, ks, seed=config.seed, labels_true=feats.labels_true, method=config.method,
+                        progress=progress, **config.method_options)
+        pick = pick_k(table)
+
+    with timer.stage("write"):
+        from .outputs.plots import criteria_figure, elbow_figure, save_figure
+
+        write_csv(out_dir / SWEEP_CSV, [r.as_row() for r in table.rows], SWEEP_COLUMNS)
+        save_figure(elbow_figure(table.ks, table.column("inertia"), chosen_k=pick.k, elbow_k=pick.elbow,
+                                 title=f"Inertia against k ({config.features}, {len(feats.X)} images)"),
+                    out_dir / ELBOW_PNG)
+        save_figure(criteria_figure(table.ks, {c: table.column(c) for c in SWEEP_COLUMNS[1:]}, chosen_k=pick.k),
+                    out_dir / CRITERIA_PNG)
+        statuses = Counter(r.status for r in feats.records)
+        summary: dict[str, Any] = {
+            "imgclust_version": __version__,
+            "kind": "sweep",
+            "images_dir": str(feats.images_dir),
+            "out_dir": str(out_dir.resolve()),
+            "n_images": len(feats.records),
+            "n_ok": statuses.get("ok", 0),
+            "n_failed": len(feats.records) - statuses.get("ok", 0),
+            "statuses": dict(sorted(statuses.items())),
+            "ks": table.ks,
+            "k": pick.k,
+            "k_auto": True,
+            "k_reason": pick.reason,
+            "elbow_k": pick.elbow,
+            "k_candidates": list(pick.candidates),
+            "sweep_engine": table.engine,
+            "silhouette_sample": table.silhouette_sample,
+            "features": config.features,
+            "extractor": feats.extractor.describe(),
+            "method": config.method,
+            "seed": config.seed,
+            "labels_mode": feats.label_mode,
+            "n_vectors_computed": feats.n_computed,
+            "n_vectors_cached": feats.n_cached,
+            "config": config.to_dict(),
+        }
+        if feats.labels_true is not None:
+            summary["n_labels"] = len(set(feats.labels_true))
+        write_summary(out_dir / SUMMARY, summary)
+    summary["timings"] = dict(timer.seconds)
+    write_summary(out_dir / SUMMARY, summary)
+    return SweepResult(out_dir, config, feats, table, pick, summary)

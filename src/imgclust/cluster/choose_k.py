@@ -1,0 +1,400 @@
+"""Choosing k: a sweep over many k that reuses work across k, the criteria, and the automatic rule.
+
+The sweep fits k-means at every k of a list, in increasing order, and reuses work across k. The first
+k is the best of a few k-means++ restarts. Every later k runs Lloyd from two starts and keeps the
+better: the previous k's centres with the clusters of largest inertia split in two (as bisecting
+k-means does), and the centres of a k-means++ fit on a random sample (``SAMPLE_PER_CLUSTER`` rows per
+cluster, at least ``SAMPLE_MIN``). Both starts are close to a fixed point, so each takes few
+iterations: a sweep costs a few short runs per k instead of the ten full restarts of a from-scratch
+fit, with inertia within about 1% of them (see ``bench/sweep.py``). The silhouette is computed on a
+seeded sample of at most ``silhouette_sample`` rows whose distance matrix is computed once for all k.
+
+The automatic rule (:func:`pick_k`), documented in ``docs/choosing-k.md``:
+
+1. Silhouette first: it compares each sample's distance to its own cluster with its distance to the
+   nearest other cluster, so unlike inertia it does not improve just because k grows.
+2. Near the top the silhouette curve of real embeddings is flat and its arg max moves between
+   neighbouring k from seed to seed, so every k whose silhouette is within one standard error of the
+   best one is a candidate (the "one standard error" rule; the error is that of the mean silhouette
+   over the sample at the best k).
+3. Among the candidates, take the one closest to the elbow of the inertia curve, found by kneedle
+   (the ``kneed`` package): the point of diminishing returns. Without an elbow, the smallest candidate.
+
+Arrays only: no IO here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..metrics import evaluate
+from .base import ClusterResult, cluster
+from .kmeans import nearest_centers
+
+SWEEP_COLUMNS = ("k", "inertia", "silhouette", "calinski_harabasz", "davies_bouldin",
+                 "accuracy_majority", "accuracy_hungarian", "nmi", "ari")
+SILHOUETTE_SAMPLE = 2000
+FIRST_K_RESTARTS = 5
+SAMPLE_PER_CLUSTER = 40
+SAMPLE_MIN = 1000
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """The criteria of one k. NaN where a criterion is undefined (e.g. silhouette at k = 1).
+
+    Attributes:
+        k: number of clusters.
+        inertia: sum of squared distances of the samples to their centres (lower is tighter).
+        silhouette: mean silhouette over the sample, in [-1, 1] (higher is better).
+        silhouette_se: standard error of that mean.
+        calinski_harabasz: between- over within-cluster dispersion, scaled (higher is better).
+        davies_bouldin: mean worst-case ratio of cluster spread to centre distance (lower is better).
+        accuracy_majority: many-to-one accuracy (each cluster takes its most common label; rises with k
+            by construction), or None without labels.
+        accuracy_hungarian: one-to-one accuracy, only where k equals the number of labels, else None.
+        nmi: normalised mutual information with the labels, or None.
+        ari: adjusted Rand index with the labels, or None.
+    """
+
+    k: int
+    inertia: float
+    silhouette: float
+    silhouette_se: float
+    calinski_harabasz: float
+    davies_bouldin: float
+    accuracy_majority: float | None = None
+    accuracy_hungarian: float | None = None
+    nmi: float | None = None
+    ari: float | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        """The CSV row (:data:`SWEEP_COLUMNS`): undefined values are empty, floats to 6 significant digits."""
+        row: dict[str, Any] = {}
+        for name in SWEEP_COLUMNS:
+            v = getattr(self, name)
+            row[name] = "" if v is None or (isinstance(v, float) and math.isnan(v)) else \
+                v if isinstance(v, int) else f"{v:.6g}"
+        return row
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The criteria over a list of k.
+
+    Attributes:
+        rows: one :class:`SweepRow` per k, in increasing k.
+        n_samples: rows of X.
+        silhouette_sample: how many rows the silhouette was computed on.
+        seed: the seed used.
+        engine: how each k was fitted (``"kmeans-warm"`` or a registered method's name).
+        seconds: wall time of the sweep.
+    """
+
+    rows: list[SweepRow]
+    n_samples: int
+    silhouette_sample: int
+    seed: int
+    engine: str
+    seconds: float
+
+    @property
+    def ks(self) -> list[int]:
+        return [r.k for r in self.rows]
+
+    def column(self, name: str) -> np.ndarray:
+        """One criterion over k, shape (n_ks,), float64 (None -> NaN)."""
+        if name not in {f.name for f in fields(SweepRow)}:
+            raise ParameterError(f"Unknown sweep column '{name}'. Columns: {', '.join(SWEEP_COLUMNS)}.")
+        return np.array([np.nan if getattr(r, name) is None else getattr(r, name) for r in self.rows], dtype=float)
+
+
+@dataclass(frozen=True)
+class KPick:
+    """What the automatic rule decided, and why.
+
+    Attributes:
+        k: the chosen k.
+        reason: the decision in words.
+        elbow: the kneedle elbow of the inertia curve, or None where there is none.
+        candidates: the k whose silhouette is within one standard error of the best.
+    """
+
+    k: int
+    reason: str
+    elbow: int | None
+    candidates: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class KChoice:
+    """The result of :func:`choose_k`.
+
+    Attributes:
+        k: the chosen k.
+        reason: why, in words (goes to summary.json as ``k_reason``).
+        result: ``method`` fitted at k.
+        sweep: the criteria over the k range (goes to sweep.csv).
+        pick: the rule's details.
+    """
+
+    k: int
+    reason: str
+    result: ClusterResult
+    sweep: Sweep
+    pick: KPick = field(repr=False)
+
+
+def kneedle_elbow(ks: Sequence[int], inertia: Sequence[float]) -> int | None:
+    """The elbow of a decreasing, convex curve by kneedle (Satopaa et al. 2011, ``kneed``), or None.
+
+    Example:
+        >>> kneedle_elbow([1, 2, 3, 4, 5, 6], [100, 30, 12, 10, 9, 8])
+        3
+    """
+    from kneed import KneeLocator
+
+    x = np.asarray(ks, dtype=float)
+    y = np.asarray(inertia, dtype=float)
+    ok = np.isfinite(y)
+    if ok.sum() < 3:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # kneed warns when there is no elbow; None says so
+        knee = KneeLocator(x[ok], y[ok], S=1.0, curve="convex", direction="decreasing").knee
+    return None if knee is None else int(round(float(knee)))
+
+
+def pick_k(sweep: Sweep) -> KPick:
+    """The automatic rule over a sweep (see the module docstring and docs/choosing-k.md).
+
+    Raises:
+        ParameterError: no k in the sweep has a silhouette (every k is 1 or the number of samples).
+    """
+    scored = [r for r in sweep.rows if np.isfinite(r.silhouette)]
+    if not scored:
+        raise ParameterError("Automatic k needs at least one k between 2 and the number of images minus 1 "
+                             f"in the range; got k = {', '.join(map(str, sweep.ks))}. Widen --k-range or give --k.")
+    best = max(scored, key=lambda r: (r.silhouette, -r.k))
+    threshold = best.silhouette - best.silhouette_se
+    candidates = tuple(r.k for r in scored if r.silhouette >= threshold)
+    elbow = kneedle_elbow(sweep.ks, [r.inertia for r in sweep.rows])
+    sil = {r.k: r.silhouette for r in scored}
+    if elbow is not None:
+        k = min(candidates, key=lambda c: (abs(c - elbow), c))
+        why_elbow = f"the elbow of the inertia curve (kneedle) is at k={elbow}"
+    else:
+        k = min(candidates)
+        why_elbow = "the inertia curve has no elbow (kneedle), so the smallest of them is taken"
+    if len(candidates) == 1:
+        reason = (f"k={k} has the highest silhouette ({sil[k]:.3f}); no other k in "
+                  f"{sweep.ks[0]}-{sweep.ks[-1]} is within one standard error ({best.silhouette_se:.3f}) of it; "
+                  f"{why_elbow}.")
+    else:
+        reason = (f"k={', '.join(map(str, candidates))} have a silhouette within one standard error "
+                  f"({best.silhouette_se:.3f}) of the highest ({best.silhouette:.3f} at k={best.k}); {why_elbow}"
+                  + (f", and k={k} is the closest to it." if elbow is not None else f": k={k}."))
+    return KPick(k=k, reason=reason, elbow=elbow, candidates=candidates)
+
+
+def sweep_k(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, labels_true: Sequence[Any] | None = None,
+            method: str = "kmeans", silhouette_sample: int = SILHOUETTE_SAMPLE, progress: Progress | None = None,
+            **method_options: Any) -> Sweep:
+    """Cluster ``X`` at every k in ``ks`` and compute the criteria (and scores, with labels).
+
+    With ``method="kmeans"`` and no options, the fast warm-started sweep of the module docstring is used;
+    any other method (or options) is fitted from scratch at every k through the registry.
+
+    Args:
+        X: np.ndarray of shape (n_samples, n_features).
+        ks: the k to try, each in [1, n_samples].
+        seed: random seed (fits and the silhouette sample).
+        labels_true: ground truth, one per row of X, or None.
+        method: a registered clusterer.
+        silhouette_sample: the silhouette is computed on at most this many rows (seeded sample).
+        progress: called as ``progress("sweep", done, total)``.
+
+    Returns:
+        :class:`Sweep`.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.r_[rng.normal(0, 1, (50, 2)), rng.normal(20, 1, (50, 2))]
+        >>> s = sweep_k(X, [2, 3, 4])
+        >>> int(np.nanargmax(s.column("silhouette")))
+        0
+    """
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
+
+    t0 = time.perf_counter()
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2 or len(X) == 0:
+        raise ParameterError(f"X must be a non-empty 2-D array; got shape {X.shape}.")
+    n = len(X)
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1 or ks[-1] > n:
+        raise ParameterError(f"Every k must be between 1 and the number of usable images ({n}); got {ks}.")
+    if labels_true is not None and len(labels_true) != n:
+        raise ParameterError(f"labels_true has {len(labels_true)} entries for {n} samples.")
+    truth = None if labels_true is None else np.asarray(labels_true).astype(str)
+    n_labels = 0 if truth is None else len(np.unique(truth))
+
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(n, size=min(silhouette_sample, n), replace=False))
+    D = _pairwise_distances(X[idx])
+    fast = method == "kmeans" and not method_options
+    fits = _warm_kmeans(X, ks, rng, seed) if fast else (
+        (k, cluster(X, k, method=method, seed=seed, **method_options)) for k in ks)
+
+    rows = []
+    for i, (k, res) in enumerate(fits):
+        labels = res.labels
+        sil, sil_se = _silhouette(D, labels[idx])
+        defined = 2 <= len(np.unique(labels)) <= n - 1
+        row: dict[str, Any] = dict(
+            k=k, inertia=float(res.inertia), silhouette=sil, silhouette_se=sil_se,
+            calinski_harabasz=float(calinski_harabasz_score(X, labels)) if defined else math.nan,
+            davies_bouldin=float(davies_bouldin_score(X, labels)) if defined else math.nan)
+        if truth is not None:
+            scores = evaluate(truth, labels)
+            row.update(accuracy_majority=scores["accuracy_majority"], nmi=scores["nmi"], ari=scores["ari"],
+                       accuracy_hungarian=scores["accuracy_hungarian"] if k == n_labels else None)
+        rows.append(SweepRow(**row))
+        if progress is not None:
+            progress("sweep", i + 1, len(ks))
+    return Sweep(rows=rows, n_samples=n, silhouette_sample=len(idx), seed=seed,
+                 engine="kmeans-warm" if fast else method, seconds=round(time.perf_counter() - t0, 4))
+
+
+def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str = "kmeans", seed: int = 0,
+             progress: Progress | None = None, **method_options: Any) -> KChoice:
+    """Choose k automatically over ``k_range`` and fit ``method`` at that k.
+
+    The criteria are always computed on the fast k-means sweep of X (independent of ``method``); the
+    chosen k is then fitted with ``cluster(X, k, method=method, seed=seed, **method_options)``.
+
+    Args:
+        X: np.ndarray of shape (n_samples, n_features).
+        k_range: (low, high), both inclusive; capped at n_samples - 1.
+        method: the registered clusterer for the final fit.
+        seed: random seed.
+        progress: called as ``progress("sweep", done, total)``.
+
+    Returns:
+        :class:`KChoice` with ``k``, ``reason``, ``result`` and the ``sweep`` table.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.concatenate([rng.normal(10 * c, 1, (30, 2)) for c in range(3)])
+        >>> choose_k(X, (2, 8)).k
+        3
+    """
+    X = np.asarray(X)
+    if X.ndim != 2 or len(X) == 0:
+        raise ParameterError(f"X must be a non-empty 2-D array; got shape {X.shape}.")
+    lo, hi = k_range
+    hi = min(hi, len(X) - 1)
+    if lo < 1 or hi < max(lo, 2):
+        raise ParameterError(f"Automatic k needs a range with a k between 2 and the number of images minus 1 "
+                             f"({len(X) - 1}); got {k_range[0]}-{k_range[1]}. Give --k or widen --k-range.")
+    sweep = sweep_k(X, range(lo, hi + 1), seed=seed, progress=progress)
+    pick = pick_k(sweep)
+    result = cluster(X, pick.k, method=method, seed=seed, **method_options)
+    return KChoice(k=pick.k, reason=pick.reason, result=result, sweep=sweep, pick=pick)
+
+
+def _pairwise_distances(S: np.ndarray) -> np.ndarray:
+    sq = np.einsum("ij,ij->i", S, S).astype(np.float64)
+    D = sq[:, None] + sq[None, :] - 2.0 * (S @ S.T).astype(np.float64)
+    np.maximum(D, 0.0, out=D)
+    np.fill_diagonal(D, 0.0)
+    return np.sqrt(D)
+
+
+def _silhouette(D: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Mean silhouette of the sample and its standard error (NaN where undefined)."""
+    from sklearn.metrics import silhouette_samples
+
+    n_clusters = len(np.unique(labels))
+    if not 2 <= n_clusters <= len(labels) - 1:
+        return math.nan, math.nan
+    s = silhouette_samples(D, labels, metric="precomputed")
+    return float(s.mean()), float(s.std(ddof=1) / math.sqrt(len(s)))
+
+
+def _warm_kmeans(X: np.ndarray, ks: Sequence[int], rng: np.random.Generator,
+                 seed: int) -> Iterator[tuple[int, ClusterResult]]:
+    """Yield (k, ClusterResult) for increasing k: the better of a warm start and a sample-fitted start."""
+    from sklearn.cluster import KMeans
+
+    centers: np.ndarray | None = None
+    labels = sq = None
+    for k in ks:
+        if centers is None or labels is None or sq is None:
+            # The first k is the root of the whole path: give it the restarts of a from-scratch fit.
+            inits: list[tuple[np.ndarray | str, int]] = [("k-means++", FIRST_K_RESTARTS)]
+        else:
+            inits = [(_split_clusters(X, centers, labels, sq, k, rng), 1), (_sample_fit(X, k, rng), 1)]
+        best = min((KMeans(n_clusters=k, init=init, n_init=n_init, random_state=int(rng.integers(2**31 - 1))).fit(X)
+                    for init, n_init in inits), key=lambda km: km.inertia_)
+        centers = best.cluster_centers_.astype(np.float32)
+        labels, sq = nearest_centers(X, centers)
+        yield k, ClusterResult(labels=labels, centers=centers, distances=np.sqrt(sq),
+                               inertia=float(sq.sum(dtype=np.float64)), k=k, seed=seed, method="kmeans",
+                               n_iter=int(best.n_iter_))
+
+
+def _sample_fit(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Centres of a k-means++ fit on a random sample (all of X when small): a fresh start that is already
+    close to a fixed point, so Lloyd on all of X from it takes few iterations."""
+    from sklearn.cluster import KMeans
+
+    m = min(len(X), max(SAMPLE_PER_CLUSTER * k, SAMPLE_MIN))
+    S = X if m == len(X) else X[np.sort(rng.choice(len(X), size=m, replace=False))]
+    km = KMeans(n_clusters=k, n_init=1, random_state=int(rng.integers(2**31 - 1))).fit(S)
+    return np.asarray(km.cluster_centers_, dtype=np.float32)
+
+
+def _split_clusters(X: np.ndarray, centers: np.ndarray, labels: np.ndarray, sq: np.ndarray, k: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """``centers`` grown to k by splitting, one at a time, the cluster with the largest inertia in two
+    (2-means on its members, as bisecting k-means does).
+
+    A new centre placed on a data point (k-means++ style) captures almost nothing in high dimensions,
+    where every point is farther from any other point than from its cluster's mean; a split does not.
+    """
+    from sklearn.cluster import KMeans
+
+    grown = list(centers)
+    labels = labels.copy()
+    sse = np.bincount(labels, weights=sq, minlength=len(centers)).astype(np.float64)
+    sizes = np.bincount(labels, minlength=len(centers))
+    while len(grown) < k:
+        sse[sizes < 2] = -1.0
+        j = int(np.argmax(sse))
+        if sse[j] <= 0:  # only identical points are left: nothing to split, Lloyd sorts it out
+            grown.extend(X[rng.choice(len(X), size=k - len(grown))])
+            break
+        members = np.flatnonzero(labels == j)
+        two = KMeans(n_clusters=2, n_init=1, random_state=int(rng.integers(2**31 - 1))).fit(X[members])
+        new = len(grown)
+        grown[j] = two.cluster_centers_[0]
+        grown.append(two.cluster_centers_[1])
+        part = two.labels_
+        d = ((X[members] - two.cluster_centers_[part]) ** 2).sum(axis=1)
+        labels[members[part == 1]] = new
+        sse[j] = d[part == 0].sum()
+        sse = np.append(sse, d[part == 1].sum())
+        sizes[j] = (part == 0).sum()
+        sizes = np.append(sizes, (part == 1).sum())
+    return np.asarray(grown, dtype=np.float32)
