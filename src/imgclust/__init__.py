@@ -15,21 +15,24 @@ __version__ = "0.1.0"
 from .cluster import ClusterResult, cluster, list_clusterers
 from .config import RunConfig
 from .errors import ImgclustError
-from .features import get_extractor, list_extractors
+from .features import get_extractor, list_extractors, list_features
 from .features.extract import extract
 from .io.decode import decode
 from .io.discover import ImageRecord, discover
 from .metrics import evaluate
+from .model import AssignResult, assign, load_model
 from .outputs.export import export
 from .pipeline import RunResult, load_features, run
 
 __all__ = [
+    "AssignResult",
     "ClusterResult",
     "ImageRecord",
     "ImgclustError",
     "RunConfig",
     "RunResult",
     "__version__",
+    "assign",
     "cluster",
     "decode",
     "discover",
@@ -39,6 +42,8 @@ __all__ = [
     "get_extractor",
     "list_clusterers",
     "list_extractors",
+    "list_features",
     "load_features",
+    "load_model",
     "run",
 ]

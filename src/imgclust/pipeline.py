@@ -27,6 +27,7 @@ from .features import Extractor, get_extractor
 from .features.extract import Extraction, extract
 from .io.discover import IMAGE_EXTENSIONS, ImageRecord, attach_labels, discover
 from .metrics import confusion, evaluate
+from .model import MODEL_DIR, save_model
 from .outputs.tables import (
     ASSIGNMENTS,
     CONFUSION,
@@ -202,6 +203,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
             conf = confusion(labels_true, result.labels)
             write_confusion(out_dir / CONFUSION, conf, conf.hungarian_mapping())
         write_summary(out_dir / SUMMARY, summary)
+        save_model(out_dir / MODEL_DIR, feats.extractor, config, result, summary)
     summary["timings"] = dict(timer.seconds)
     write_summary(out_dir / SUMMARY, summary)
     return RunResult(out_dir, config, feats, result, metrics, summary)
