@@ -120,3 +120,22 @@ def test_list_features_command(monkeypatch: pytest.MonkeyPatch):
     assert ["pixels", "3072", "yes", "yes"] in cells, r.output
     for f in list_features():
         assert f.name in r.output
+
+
+def test_colour_histogram_compares_colour_distributions():
+    ex = get_extractor("colour-histogram")
+    red, half = Image.new("RGB", (40, 30), (250, 10, 10)), Image.new("RGB", (64, 64), (250, 10, 10))
+    half.paste((10, 10, 250), (0, 0, 64, 32))
+    v_red, v_half = ex.embed(np.stack([ex.prepare(red), ex.prepare(half)]))
+    assert np.count_nonzero(v_red) == 1 and v_red.max() == 1.0  # one bin holds every pixel
+    np.testing.assert_allclose(sorted(v_half[v_half > 0]), [np.sqrt(0.5)] * 2, rtol=1e-6)
+    assert np.linalg.norm(v_red) == pytest.approx(1.0) and np.linalg.norm(v_half) == pytest.approx(1.0)
+
+
+def test_hog_without_scikit_image_names_the_extra(monkeypatch: pytest.MonkeyPatch):
+    from imgclust.errors import MissingDependencyError
+    from imgclust.features import classic
+
+    monkeypatch.setattr(classic, "_skimage_installed", lambda: False)
+    with pytest.raises(MissingDependencyError, match=r'pip install "imgclust\[classic\]"'):
+        classic.HogExtractor()

@@ -179,3 +179,18 @@ def test_weights_option_is_only_for_timm(image_folder: Path, tmp_path: Path):
     assert r.exit_code == 2
     assert "--weights is for timm:MODEL features; 'pixels' brings its own weights." in " ".join(r.output.split())
 
+
+
+@needs_timm
+def test_models_in_the_hugging_face_cache_are_listed_as_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from huggingface_hub import constants
+
+    snap = tmp_path / "models--timm--resnet18.a1_in1k" / "snapshots" / "0123abcd"
+    snap.mkdir(parents=True)
+    (snap / "model.safetensors").write_bytes(b"x")
+    (tmp_path / "models--timm--resnet18.a1_in1k" / "refs").mkdir()
+    (tmp_path / "models--timm--resnet18.a1_in1k" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert timm_features.cached_hub_models() == ["resnet18.a1_in1k"]
+    rows = {f.name: f for f in imgclust.list_features()}
+    assert rows["timm:resnet18.a1_in1k"].weights_offline and rows["timm:MODEL"].installed

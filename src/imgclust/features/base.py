@@ -131,7 +131,7 @@ def register_family(prefix: str, factory: Callable[..., Extractor], description:
 
 def _ensure_builtins() -> None:
     # Importing the modules registers their extractors; they import heavy libraries lazily.
-    from . import efficientnet, pixels, timm  # noqa: F401
+    from . import classic, efficientnet, pixels, timm  # noqa: F401
 
 
 def list_extractors() -> list[ExtractorSpec]:
