@@ -218,7 +218,7 @@ def save_model(model_dir: str | os.PathLike[str], extractor: Extractor, config: 
         "arrays": {"file": CENTERS_NPZ, "names": sorted(arrays)},
     }
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, allow_pickle=False, **arrays)
     atomic_write_bytes(model_dir / CENTERS_NPZ, buf.getvalue())
     atomic_write_json(model_dir / MODEL_JSON, doc)
     return model_dir
