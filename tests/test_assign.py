@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import imgclust
-from conftest import CLASSES, draw_image
+from conftest import CLASSES, draw_image, shared_dataset
 from imgclust.cli import main
 from imgclust.cluster import ClusterResult, cluster
 from imgclust.config import RunConfig
@@ -156,3 +156,14 @@ def test_assign_refuses_to_write_over_the_run_that_made_the_model(fitted: imgclu
 def test_a_folder_without_a_model_is_refused(tmp_path: Path, image_folder: Path):
     with pytest.raises(InputError, match="holds no model.json"):
         imgclust.assign(tmp_path, image_folder, tmp_path / "o")
+
+
+@pytest.mark.slow
+def test_round_trip_on_a_real_dataset(tmp_path: Path):
+    images = shared_dataset("dogs-vs-cats-1000")
+    fitted = imgclust.run(images, tmp_path / "run", features="efficientnet-lite0", k=2, method="kmeans", seed=0,
+                          cache=tmp_path / "cache")
+    a = imgclust.assign(tmp_path / "run" / "model", images, tmp_path / "assigned", cache=tmp_path / "cache")
+    np.testing.assert_array_equal(a.labels, fitted.labels)
+    assert a.summary["n_vectors_cached"] == 1000 and a.metrics == fitted.metrics
+    assert 0.03 <= a.assignment.outlier.mean() <= 0.07  # the 95th percentile flags about 5% of the fitted images

@@ -7,6 +7,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import imgclust
+from conftest import shared_dataset
 from imgclust.cli import main
 from imgclust.features import Extractor, get_extractor, list_extractors, list_features
 from imgclust.features.base import family_specs
@@ -139,3 +141,12 @@ def test_hog_without_scikit_image_names_the_extra(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(classic, "_skimage_installed", lambda: False)
     with pytest.raises(MissingDependencyError, match=r'pip install "imgclust\[classic\]"'):
         classic.HogExtractor()
+
+
+@pytest.mark.slow
+def test_classic_descriptors_beat_pixels_on_imagenette(tmp_path):
+    images = shared_dataset("imagenette-val-3000")
+    acc = {f: imgclust.run(images, tmp_path / f, features=f, k=10, method="kmeans", seed=0,
+                           cache=tmp_path / "cache").metrics["accuracy_hungarian"]
+           for f in ("pixels", "colour-histogram", "hog")}
+    assert acc["hog"] > acc["pixels"] + 0.05 and acc["colour-histogram"] > acc["pixels"] + 0.02, acc
