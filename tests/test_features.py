@@ -68,6 +68,8 @@ def test_extractor_contract(name: str, tmp_path_factory: pytest.TempPathFactory)
     # Deterministic, and a vector does not depend on its batch-mates (the cache mixes batches).
     np.testing.assert_array_equal(ex.embed(np.stack([ex.prepare(img) for img in images()])), X)
     np.testing.assert_allclose(ex.embed(batch[1:2])[0], X[1], rtol=1e-4, atol=1e-4)
+    ex.close()  # frees the network; the next batch loads it again
+    np.testing.assert_array_equal(ex.embed(batch), X)
     # The cache id is stable across instances and the description is plain JSON.
     again = build(name, tmp_path_factory)
     assert again.cache_id() == ex.cache_id() and ex.cache_id().startswith(ex.name.replace(":", "_"))

@@ -140,15 +140,18 @@ class TimmExtractor(Extractor):
             raise ParameterError(f"The weights file {weights} does not exist.")
         self._weights_sha256 = file_sha256(self.weights_file) if self.weights_file is not None else None
         self._lock = threading.Lock()
-        self._loaded = False
-        # The architecture alone (no download) gives the vector size and the pretrained config.
-        self._net = timm.create_model(model, pretrained=False, num_classes=0).eval()
-        self.dim = int(getattr(self._net, "head_hidden_size", None) or self._net.num_features)
-        cfg = self._net.pretrained_cfg
+        self._net: Any = None
+        # The architecture alone (no download) gives the vector size, the pretrained config and the transform.
+        from timm.data import create_transform, resolve_data_config
+
+        arch = timm.create_model(model, pretrained=False, num_classes=0)
+        self.dim = int(getattr(arch, "head_hidden_size", None) or arch.num_features)
+        cfg = dict(arch.pretrained_cfg)
+        self._classifier = cfg.get("classifier") or ()
         self._hub_id = cfg.get("hf_hub_id") or cfg.get("url") or ""
         self._tag = f"{cfg.get('architecture', model)}.{cfg['tag']}" if cfg.get("tag") else cfg.get("architecture", model)
-        self.data_config = timm.data.resolve_data_config({}, model=self._net)
-        self._transform = timm.data.create_transform(**self.data_config, is_training=False)
+        self.data_config = resolve_data_config({}, model=arch)
+        self._transform = create_transform(**self.data_config, is_training=False)
 
     def preprocessing(self) -> dict[str, Any]:
         c = self.data_config
@@ -179,26 +182,23 @@ class TimmExtractor(Extractor):
 
     def _load_weights(self) -> Any:
         with self._lock:
-            if not self._loaded:
+            if self._net is None:
                 import torch
 
                 torch.set_num_threads(self.threads)
-                if self.weights_file is not None:
-                    self._load_local(self.weights_file)
-                else:
-                    self._net = self._download()
-                self._net.eval()
-                self._loaded = True
+                net = self._load_local(self.weights_file) if self.weights_file is not None else self._download()
+                self._net = net.eval()
             return self._net
 
-    def _load_local(self, path: Path) -> None:
+    def _load_local(self, path: Path) -> Any:
         state = load_state_dict(path)
         # The classifier is not part of the pooled-features model: drop its weights if the file has them.
-        heads = self._net.pretrained_cfg.get("classifier") or ()
+        heads = self._classifier
         for head in (heads,) if isinstance(heads, str) else heads:
             state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
+        net = _import_timm().create_model(self.model_name, pretrained=False, num_classes=0)
         try:
-            result = self._net.load_state_dict(state, strict=False)
+            result = net.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # shape mismatches
             raise InputError(f"The weights file {path} does not fit {self.name}: {exc}") from exc
         if result.missing_keys or result.unexpected_keys:
@@ -207,6 +207,7 @@ class TimmExtractor(Extractor):
                 f"(e.g. {', '.join(result.missing_keys[:3]) or '-'}), {len(result.unexpected_keys)} unexpected "
                 f"(e.g. {', '.join(result.unexpected_keys[:3]) or '-'}). Pass a checkpoint of this exact model "
                 "(timm's state_dict() or its model.safetensors from the Hugging Face Hub).")
+        return net
 
     def _download(self) -> Any:
         timm = _import_timm()
@@ -231,7 +232,6 @@ class TimmExtractor(Extractor):
 
     def close(self) -> None:
         self._net = None
-        self._loaded = False
 
 
 def cached_hub_models() -> list[str]:
