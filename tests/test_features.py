@@ -147,6 +147,7 @@ def test_hog_without_scikit_image_names_the_extra(monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.slow
 def test_classic_descriptors_beat_pixels_on_imagenette(tmp_path):
+    pytest.importorskip("skimage", reason='hog needs scikit-image (pip install "imgclust[classic]")')
     images = shared_dataset("imagenette-val-3000")
     acc = {f: imgclust.run(images, tmp_path / f, features=f, k=10, method="kmeans", seed=0,
                            cache=tmp_path / "cache").metrics["accuracy_hungarian"]
