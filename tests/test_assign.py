@@ -14,7 +14,7 @@ from conftest import CLASSES, draw_image, shared_dataset
 from imgclust.cli import main
 from imgclust.cluster import ClusterResult, cluster
 from imgclust.config import RunConfig
-from imgclust.errors import InputError, OutputError
+from imgclust.errors import InputError, OutputError, ParameterError
 from imgclust.features import get_extractor
 from imgclust.model import apply_transform, fit_thresholds, load_model, save_model
 
@@ -167,3 +167,9 @@ def test_round_trip_on_a_real_dataset(tmp_path: Path):
     np.testing.assert_array_equal(a.labels, fitted.labels)
     assert a.summary["n_vectors_cached"] == 1000 and a.metrics == fitted.metrics
     assert 0.03 <= a.assignment.outlier.mean() <= 0.07  # the 95th percentile flags about 5% of the fitted images
+
+
+def test_weights_for_a_model_without_a_checkpoint_is_refused(fitted: imgclust.RunResult, image_folder: Path,
+                                                             tmp_path: Path):
+    with pytest.raises(ParameterError, match="uses 'pixels', which needs none"):
+        imgclust.assign(fitted.out_dir, image_folder, tmp_path / "o", weights=tmp_path / "w.pth", cache=False)

@@ -302,6 +302,9 @@ def build_extractor(model: SavedModel, weights: str | os.PathLike[str] | None = 
     """
     options = dict(model.feature_options)
     if weights is not None:
+        if "weights" not in options:
+            raise ParameterError(f"--weights is for models fitted with a checkpoint (timm:MODEL --weights); this one "
+                                 f"uses '{model.features}', which needs none.")
         options["weights"] = str(weights)
     try:
         return get_extractor(model.features, **options)

@@ -238,10 +238,10 @@ def cached_hub_models() -> list[str]:
     """timm models whose Hub weights are in the local Hugging Face cache (usable offline)."""
     if importlib.util.find_spec("huggingface_hub") is None:
         return []
-    from huggingface_hub import scan_cache_dir
+    from huggingface_hub import constants, scan_cache_dir
 
     try:
-        info = scan_cache_dir()
+        info = scan_cache_dir(constants.HF_HUB_CACHE)  # the Hub cache folder (HF_HUB_CACHE or HF_HOME/hub)
     except Exception:  # no cache folder yet, or one that cannot be read: nothing usable offline
         return []
     return sorted(r.repo_id.split("/", 1)[1] for r in info.repos
