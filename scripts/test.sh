@@ -10,6 +10,15 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
 # torch 2.13.0 is the CPU build; any torch 2.2-2.14 works.
 "$VENV/bin/python" -m pip install -q "torch==2.13.0" -e ".[test,dask]"
+# The browser tests drive Debian's headless Chromium; install it once when it is missing (needs root or sudo).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+  if command -v apt-get >/dev/null 2>&1 && { [ -z "$SUDO" ] || sudo -n true 2>/dev/null; }; then
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "chromium/chromedriver not found and cannot be installed here: the browser tests will be skipped." >&2
+  fi
+fi
 "$VENV/bin/python" -m ruff check src tests bench
 "$VENV/bin/python" -m pytest -q -m "not slow and not distributed and not browser" "$@"
 "$VENV/bin/python" -m pytest -q -m "slow or distributed or browser" "$@"

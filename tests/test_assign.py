@@ -57,7 +57,7 @@ def test_assigning_the_fitted_images_gives_the_fitted_clusters(fitted: imgclust.
     np.testing.assert_array_equal(a.labels, fitted.labels)
     np.testing.assert_allclose(a.assignment.distances, fitted.clustering.distances, rtol=1e-6)
     rows = read_rows(out / "assignments.csv")
-    assert list(rows[0]) == ["path", "cluster", "distance", "status", "error", "outlier", "label"]
+    assert list(rows[0]) == ["path", "cluster", "distance", "status", "error", "duplicate_of", "outlier", "label"]
     ok = [r for r in rows if r["status"] == "ok"]
     broken = next(r for r in rows if r["path"] == "red/broken.jpg")
     assert broken["cluster"] == "" and broken["outlier"] == "" and broken["status"] == "not_an_image"

@@ -50,13 +50,19 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 text atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Write UTF-8 text atomically. Characters that cannot be UTF-8 (file names holding bytes that are not
+    UTF-8 reach Python as surrogate escapes) are written as visible ``\\udcXX`` escapes, never dropped."""
+    return atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write JSON (indented, UTF-8, keys in insertion order) atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    text = json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a path that is not UTF-8 (surrogate escapes) survives only as \udcXX escapes
+        text = json.dumps(obj, indent=2, ensure_ascii=True, default=_json_default) + "\n"
+    return atomic_write_text(path, text)
 
 
 def _json_default(obj: Any) -> Any:

@@ -61,6 +61,19 @@ def file_key(record: ImageRecord, identity: str = "stat") -> str:
     raise ParameterError(f"identity must be one of {', '.join(IDENTITIES)}; got '{identity}'.")
 
 
+def write_part(folder: Path, keys: Sequence[str], X: np.ndarray, name: str | None = None) -> Path:
+    """Write one part (keys and their vectors, shape (len(keys), dim) float32) atomically.
+
+    Each part is a new file, so any number of processes may write parts into one folder at once.
+    ``name`` (``part-*.npz``) gives the part a deterministic name, so that a task run twice (a Dask
+    shard rescheduled after its worker died) replaces its own part instead of adding a second one;
+    by default the name is unique.
+    """
+    buf = io.BytesIO()
+    np.savez(buf, keys=np.asarray(list(keys), dtype="U"), X=np.asarray(X, dtype=np.float32))
+    return atomic_write_bytes(Path(folder) / (name or f"part-{uuid.uuid4().hex}.npz"), buf.getvalue())
+
+
 class EmbeddingCache:
     """Vectors of one extractor, keyed by file identity.
 
@@ -106,7 +119,10 @@ class EmbeddingCache:
                                           "extractor": extractor, "imgclust_version": __version__})
 
     def _load(self) -> None:
+        known = set(self._parts)
         for part in sorted(self.folder.glob("part-*.npz")):
+            if part in known:
+                continue
             try:
                 with np.load(part, allow_pickle=False) as z:
                     keys, X = z["keys"], z["X"]
@@ -118,6 +134,10 @@ class EmbeddingCache:
             for key, row in zip(keys.tolist(), X, strict=True):
                 self._index[key] = row
             self._parts.append(part)
+
+    def refresh(self) -> None:
+        """Read the parts that other processes (e.g. Dask workers) added since this cache was opened."""
+        self._load()
 
     # -- access -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -142,9 +162,7 @@ class EmbeddingCache:
             raise ValueError(f"expected shape ({len(keys)}, {self.dim}), got {X.shape}")
         if not keys:
             return
-        buf = io.BytesIO()
-        np.savez(buf, keys=np.asarray(list(keys), dtype="U"), X=X)
-        part = atomic_write_bytes(self.folder / f"part-{uuid.uuid4().hex}.npz", buf.getvalue())
+        part = write_part(self.folder, keys, X)
         self._parts.append(part)
         for key, row in zip(keys, X, strict=True):
             self._index[key] = row

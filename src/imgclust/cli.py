@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -74,7 +75,7 @@ class KType(click.ParamType):
 
 
 def _fail(exc: ImgclustError) -> None:
-    console.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
     sys.exit(exc.exit_code)
 
 
@@ -131,17 +132,26 @@ def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
               help="Embedding cache folder (default: ~/.cache/imgclust or $IMGCLUST_CACHE).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch.")
+@click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where extraction and k-means run: this machine, or a Dask cluster (see docs/cluster.md).")
+@click.option("--scheduler", default=None, help="With --backend dask: address of a running scheduler, "
+              "e.g. tcp://10.0.0.5:8786 (the cache folder must be shared with its workers).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --backend dask and no --scheduler: start this many local worker processes "
+                   "(default: one per core).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run(images_dir: Path, out_dir: Path, features: str, size: int | None, weights: Path | None, k: int | None,
         k_range: str, method: str, seed: int, labels: str, cache: Path | None, no_cache: bool, batch_size: int,
-        quiet: bool) -> None:
+        backend: str, scheduler: str | None, workers: int | None, quiet: bool) -> None:
     """Cluster the images under IMAGES_DIR and write the results to --out."""
+    from .backends import get_backend
     from .pipeline import run as run_pipeline
 
-    config = RunConfig(features=features, feature_options=feature_options(size, weights, features), k=k, k_range=parse_k_range(k_range),
-                       method=method, seed=seed, labels=labels, batch_size=batch_size)
-    with ProgressBars(enabled=not quiet) as bars:
-        result = run_pipeline(images_dir, out_dir, config, cache=_cache_setting(cache, no_cache), progress=bars)
+    config = RunConfig(features=features, feature_options=feature_options(size, weights, features), k=k,
+                       k_range=parse_k_range(k_range), method=method, seed=seed, labels=labels, batch_size=batch_size)
+    with get_backend(backend, scheduler=scheduler, workers=workers) as where, ProgressBars(enabled=not quiet) as bars:
+        result = run_pipeline(images_dir, out_dir, config, cache=_cache_setting(cache, no_cache), progress=bars,
+                              backend=where)
     print_run_summary(result.summary, out_dir)
 
 
@@ -153,6 +163,9 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     if s["n_failed"]:
         bad = ", ".join(f"{n} {st}" for st, n in s["statuses"].items() if st != "ok")
         out.print(f"[yellow]{s['n_failed']} files could not be used[/] ({bad}); see assignments.csv.", highlight=False)
+    if s.get("n_duplicates"):
+        out.print(f"{s['n_duplicates']} files are exact copies of another file; see duplicate_of in assignments.csv.",
+                  highlight=False)
     table = Table(title="Cluster sizes", show_edge=False)
     table.add_column("cluster", justify="right")
     table.add_column("images", justify="right")
@@ -160,7 +173,7 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     if names:
         table.add_column("suggested name")
     for c, n in enumerate(s["cluster_sizes"]):
-        table.add_row(str(c), str(n), *( [names.get(str(c), "")] if names else []))
+        table.add_row(str(c), str(n), *( [escape(names.get(str(c), ""))] if names else []))
     out.print(table)
     if "metrics" in s:
         m = s["metrics"]
@@ -168,10 +181,13 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
                   f"accuracy (one-to-one, Hungarian) [bold]{m['accuracy_hungarian']:.3f}[/], "
                   f"accuracy (many-to-one, majority) {m['accuracy_majority']:.3f}, "
                   f"NMI {m['nmi']:.3f}, ARI {m['ari']:.3f}", highlight=False)
+    if s.get("backend", {}).get("name") == "dask":
+        out.print(f"Ran on Dask: {s['backend']['n_workers']} workers, scheduler {s['backend']['scheduler']}.",
+                  highlight=False)
     t = s.get("timings", {})
     out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
-    out.print(f"Results in {out_dir}/ (assignments.csv, summary.json"
-              + (", confusion.csv" if "metrics" in s else "") + ")", highlight=False)
+    out.print(f"Results in {escape(str(out_dir))}/ (assignments.csv, summary.json"
+              + (", confusion.csv" if "metrics" in s else "") + ", report.html)", highlight=False)
 
 
 @main.command()
@@ -189,8 +205,11 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
     if dest is None:
         raise ParameterError("Name the destination with --to DEST.")
     if undo:
-        n = undo_export(dest)
-        out.print(f"Put back {n} files moved by an earlier export to {dest}.")
+        undone = undo_export(dest)
+        out.print(f"Put back {undone.restored} files moved by an earlier export to {dest}.", highlight=False,
+                  markup=False)
+        for kept in undone.kept:
+            out.print(f"[yellow]Left in place, nothing overwritten:[/] {escape(kept)}", highlight=False)
         return
     if out_dir is None:
         raise ParameterError("Name the output folder of a run: imgclust export OUT_DIR --to DEST.")
@@ -199,18 +218,36 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
         folders: dict[str, int] = {}
         for a in actions:
             folders[a.folder] = folders.get(a.folder, 0) + 1
-        out.print(f"Plan: move {len(actions)} images out of their folder into {len(folders)} folders under {dest}:")
+        out.print(f"Plan: move {len(actions)} images out of their folder into {len(folders)} folders under {dest}:",
+                  highlight=False, soft_wrap=True, markup=False)
         for f, n in sorted(folders.items()):
-            out.print(f"  {dest / f}/  {n} images", highlight=False)
+            out.print(f"  {dest / f}/  {n} images", highlight=False, soft_wrap=True, markup=False)
         if not yes:
             raise ParameterError("Moving files needs --yes. Nothing was moved. "
                                  "(Every move is recorded; 'imgclust export --undo --to DEST' puts files back.)")
     with ProgressBars() as bars:
         rep = do_export(out_dir, dest, mode=mode, progress=bars)
     verb = {"copy": "Copied", "symlink": "Linked", "move": "Moved"}[mode]
-    out.print(f"{verb} {rep.done} images into {dest}/ ({rep.skipped_existing} already there).", highlight=False)
+    out.print(f"{verb} {rep.done} images into {dest}/ ({rep.skipped_existing} already there).", highlight=False,
+              markup=False)
     if rep.missing_sources:
         out.print(f"[yellow]{len(rep.missing_sources)} images no longer exist and were skipped[/].")
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--map", "map_method", type=click.Choice(["pca", "tsne", "umap"]), default=None,
+              help="Recompute the 2-D map with this method (default: keep the saved PCA map).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Embedding cache folder, used when the vectors are needed again (default: as for run).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
+def report(out_dir: Path, map_method: str | None, cache: Path | None, no_cache: bool) -> None:
+    """Rebuild OUT_DIR/report.html from the files of a finished run."""
+    from .pipeline import rebuild_report
+
+    with ProgressBars() as bars:
+        path = rebuild_report(out_dir, map_method=map_method, cache=_cache_setting(cache, no_cache), progress=bars)
+    out.print(f"Report written to {path}", highlight=False)
 
 
 @main.command()

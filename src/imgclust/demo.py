@@ -17,7 +17,10 @@ DEMO_FEATURES = ("pixels", "efficientnet-lite0")
 
 
 def write_digits(folder: str | os.PathLike[str], *, size: int = 64, limit: int | None = None) -> int:
-    """Write the digits as ``folder/<digit>/<index>.png`` (white ink on black, ``size`` px). Returns the count."""
+    """Write the digits as ``folder/<digit>/<index>.png`` (dark ink on white paper, as scanned; ``size`` px).
+
+    Returns the number of images written.
+    """
     import io
 
     from sklearn.datasets import load_digits
@@ -26,7 +29,7 @@ def write_digits(folder: str | os.PathLike[str], *, size: int = 64, limit: int |
     folder = Path(folder)
     n = len(digits.images) if limit is None else min(limit, len(digits.images))
     for i in range(n):
-        img8 = np.clip(digits.images[i] / 16.0 * 255.0, 0, 255).astype(np.uint8)
+        img8 = 255 - np.clip(digits.images[i] / 16.0 * 255.0, 0, 255).astype(np.uint8)
         img = Image.fromarray(img8, mode="L").resize((size, size), Image.Resampling.BILINEAR)
         buf = io.BytesIO()
         img.save(buf, format="PNG")

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._fs import atomic_write_bytes, atomic_write_json, ensure_writable_dir, is_within
+from ._fs import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir, is_within
 from .cluster import ClusterResult
 from .cluster.kmeans import ArrayAssigner
 from .config import RunConfig
@@ -345,7 +345,7 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
     """Sort new images into the clusters of a saved model.
 
     Writes ``assignments.csv`` (the run's columns plus ``outlier``), ``summary.json`` and, when the
-    folder has labels, ``confusion.csv`` to ``out_dir``.
+    folder has labels, ``confusion.csv`` to ``out_dir``; byte-identical files are listed as in a run.
 
     Args:
         model_dir: ``OUT_DIR/model`` of a run (or the run's ``OUT_DIR``).
@@ -367,6 +367,7 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
         >>> r = assign("out/model", "new_photos", "sorted")  # doctest: +SKIP
         >>> r.summary["n_outliers"]  # doctest: +SKIP
     """
+    from .io.duplicates import find_duplicates
     from .metrics import confusion, evaluate
     from .outputs.tables import (
         ASSIGNMENTS,
@@ -377,7 +378,7 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
         write_csv,
         write_summary,
     )
-    from .pipeline import Timer, check_out_dir, load_features
+    from .pipeline import OUT_MARKER, Timer, check_out_dir, load_features
 
     model = load_model(model_dir)
     images_dir, out_dir = Path(images_dir), Path(out_dir)
@@ -394,7 +395,10 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
     timer = Timer()
     feats = load_features(images_dir, config, cache=cache, exclude=[out_dir, model.path], timer=timer,
                           progress=progress)
+    with timer.stage("duplicates"):
+        dups = find_duplicates(feats.usable)
     ensure_writable_dir(out_dir)
+    atomic_write_text(out_dir / OUT_MARKER, "This folder holds the outputs of an imgclust assign.\n")
     with timer.stage("assign"):
         result = model.assign_vectors(feats.X)
     with timer.stage("evaluate"):
@@ -420,6 +424,8 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
         "cluster_sizes": [int(s) for s in np.bincount(result.labels, minlength=model.k)],
         "outlier_percentile": OUTLIER_PERCENTILE,
         "n_outliers": int(result.outlier.sum()),
+        "n_duplicates": dups.n_duplicates,
+        "duplicates": dups.groups,
         "cluster_names": model.cluster_names,
         "n_vectors_computed": feats.n_computed,
         "n_vectors_cached": feats.n_cached,
@@ -429,7 +435,8 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
         summary["n_labels"] = len(set(labels_true or []))
     with timer.stage("write"):
         rows = assignments_table(feats.records, result.labels, result.distances, with_labels=labels_true is not None,
-                                 extra={"outlier": [bool(o) for o in result.outlier]})
+                                 extra={"duplicate_of": dups.duplicate_of,
+                                        "outlier": [bool(o) for o in result.outlier]})
         write_csv(out_dir / ASSIGNMENTS, rows)
         if labels_true is not None:
             conf = confusion(labels_true, result.labels)

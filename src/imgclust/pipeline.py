@@ -18,21 +18,27 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._fs import ensure_writable_dir, is_within
+from ._fs import atomic_write_text, ensure_writable_dir, is_within
+from .backends import Backend
+from .backends.local import LocalBackend
 from .cache import EmbeddingCache, default_cache_dir
-from .cluster import ClusterResult, cluster, get_clusterer, validate_k
+from .cluster import ClusterResult, get_clusterer, validate_k
 from .config import RunConfig
 from .errors import InputError, OutputError
 from .features import Extractor, get_extractor
-from .features.extract import Extraction, extract
+from .features.extract import Extraction
 from .io.discover import IMAGE_EXTENSIONS, ImageRecord, attach_labels, discover
+from .io.duplicates import find_duplicates
 from .metrics import confusion, evaluate
 from .model import MODEL_DIR, save_model
+from .outputs.report import REPORT_DATA, load_report_data, save_report_data, suggest_names, write_report
 from .outputs.tables import (
     ASSIGNMENTS,
     CONFUSION,
     SUMMARY,
     assignments_table,
+    read_assignments,
+    read_summary,
     write_confusion,
     write_csv,
     write_summary,
@@ -42,6 +48,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 CacheSetting = str | os.PathLike[str] | bool | None
+# Written first into a new output folder, so a run killed before summary.json can be rerun into it.
+OUT_MARKER = ".imgclust-output"
 
 
 @dataclass
@@ -116,15 +124,33 @@ def check_out_dir(images_dir: Path, out_dir: Path) -> None:
     if is_within(images_dir, out_dir):
         raise OutputError(f"The images folder {images_dir} is inside the output folder {out_dir}. "
                           "Choose a separate output folder.")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / SUMMARY).exists():
-        raise OutputError(f"The output folder {out_dir} is not empty and is not from an earlier imgclust run. "
-                          "Choose an empty or new folder; imgclust never writes among other files.")
+    if out_dir.is_dir() and not (out_dir / SUMMARY).exists() and not (out_dir / OUT_MARKER).exists():
+        # Leftover temporary files of a killed atomic write (".NAME.xxxx.tmp") are not other people's files.
+        if any(not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in out_dir.iterdir()):
+            raise OutputError(f"The output folder {out_dir} is not empty and is not from an earlier imgclust run. "
+                              "Choose an empty or new folder; imgclust never writes among other files.")
+    _check_can_create(out_dir)
+
+
+def _check_can_create(out_dir: Path) -> None:
+    """Fail before any work when ``out_dir`` clearly cannot be created or written (nothing is created here)."""
+    existing = out_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"Cannot create the output folder {out_dir}: {existing} is a file, not a folder. "
+                          "Choose another output folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"Permission denied: cannot write in {existing}. Choose an output folder you can write to.")
 
 
 def load_features(images_dir: str | os.PathLike[str], config: RunConfig, *, cache: CacheSetting = True,
                   exclude: list[Path] | None = None, timer: Timer | None = None,
-                  progress: Progress | None = None) -> Features:
+                  progress: Progress | None = None, backend: Backend | None = None) -> Features:
     """Discover the images, attach labels, and get every usable image's vector (cache first).
+
+    ``backend`` runs the extraction (default: :class:`~imgclust.backends.local.LocalBackend`; see
+    :func:`imgclust.backends.get_backend` for a Dask cluster).
 
     Raises:
         InputError: no image was found, or none could be used.
@@ -139,8 +165,7 @@ def load_features(images_dir: str | os.PathLike[str], config: RunConfig, *, cach
     extractor = get_extractor(config.features, **config.feature_options)
     with timer.stage("extract"):
         store = open_cache(cache, extractor)
-        ex: Extraction = extract(records, extractor, cache=store, batch_size=config.batch_size,
-                                 identity=config.identity, progress=progress)
+        ex: Extraction = (backend or LocalBackend()).extract(records, extractor, config, cache=store, progress=progress)
     if len(ex.X) == 0:
         reasons = Counter(r.status for r in ex.records)
         raise InputError(f"None of the {len(records)} files under {images_dir} is a usable image "
@@ -150,7 +175,8 @@ def load_features(images_dir: str | os.PathLike[str], config: RunConfig, *, cach
 
 
 def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], config: RunConfig | None = None, *,
-        cache: CacheSetting = True, progress: Progress | None = None, **settings: Any) -> RunResult:
+        cache: CacheSetting = True, progress: Progress | None = None, backend: Backend | None = None,
+        **settings: Any) -> RunResult:
     """Cluster a folder of images and write the outputs.
 
     Args:
@@ -159,6 +185,8 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
         config: a :class:`RunConfig`; or give its fields as keyword arguments (``features=``, ``k=``, ...).
         cache: True (default folder), False (no cache) or a folder for the embedding cache.
         progress: called as ``progress(stage, done, total)`` during long stages.
+        backend: where extraction and k-means run (default: this machine); e.g.
+            ``imgclust.backends.get_backend("dask", workers=4)``. The caller closes it. Same result either way.
 
     Returns:
         :class:`RunResult`.
@@ -172,10 +200,17 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
     if not images_dir.is_dir():
         raise InputError(f"The images folder {images_dir} does not exist or is not a folder.")
     check_out_dir(images_dir, out_dir)
-    get_clusterer(config.method)  # fail on an unknown method before any work is done
+    get_clusterer(config.method)  # an unknown method fails now, not after extraction
     timer = Timer()
-    feats = load_features(images_dir, config, cache=cache, exclude=[out_dir], timer=timer, progress=progress)
+    backend = backend or LocalBackend()
+    feats = load_features(images_dir, config, cache=cache, exclude=[out_dir], timer=timer, progress=progress,
+                          backend=backend)
+    if config.k is not None:
+        validate_k(config.k, len(feats.X))  # before anything is written to out_dir
+    with timer.stage("duplicates"):
+        dups = find_duplicates(feats.usable)
     ensure_writable_dir(out_dir)
+    atomic_write_text(out_dir / OUT_MARKER, "This folder holds the outputs of an imgclust run.\n")
 
     k_info: dict[str, Any] = {"k_auto": False}
     with timer.stage("cluster"):
@@ -189,7 +224,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
             result = choice.result
         else:
             k = validate_k(config.k, len(feats.X))
-            result = cluster(feats.X, k, method=config.method, seed=config.seed, **config.method_options)
+            result = backend.cluster(feats.X, k, config)
 
     with timer.stage("evaluate"):
         labels_true = feats.labels_true
@@ -197,16 +232,54 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
 
     with timer.stage("write"):
         summary = _summary(feats, config, result, metrics, timer, k_info, out_dir)
-        rows = assignments_table(feats.records, result.labels, result.distances, with_labels=labels_true is not None)
+        summary["backend"] = backend.describe()
+        summary["n_duplicates"], summary["duplicates"] = dups.n_duplicates, dups.groups
+        rows = assignments_table(feats.records, result.labels, result.distances, with_labels=labels_true is not None,
+                                 extra={"duplicate_of": dups.duplicate_of})
         write_csv(out_dir / ASSIGNMENTS, rows)
         if labels_true is not None:
             conf = confusion(labels_true, result.labels)
             write_confusion(out_dir / CONFUSION, conf, conf.hungarian_mapping())
         write_summary(out_dir / SUMMARY, summary)
+    with timer.stage("report"):  # names go into summary.json; the page itself is built from the files
+        summary.update(suggest_names(feats.extractor, feats.X, result.labels, result.k))
+        save_report_data(out_dir, feats.X, result.labels, centers=result.centers, seed=config.seed)
+    with timer.stage("model"):  # after the names, so the saved model carries them
         save_model(out_dir / MODEL_DIR, feats.extractor, config, result, summary)
     summary["timings"] = dict(timer.seconds)
     write_summary(out_dir / SUMMARY, summary)
+    write_report(out_dir)
     return RunResult(out_dir, config, feats, result, metrics, summary)
+
+
+def rebuild_report(out_dir: str | os.PathLike[str], *, map_method: str | None = None,
+                   cache: CacheSetting = True, progress: Progress | None = None) -> Path:
+    """Rebuild OUT_DIR/report.html from the files of a finished run.
+
+    The map and centres come from OUT_DIR/report-data.npz. When that file is missing, or another
+    ``map_method`` (pca, tsne, umap) is asked for, the vectors are loaded again (from the embedding
+    cache when they are there, else recomputed) and the file is rewritten.
+
+    Raises:
+        InputError: OUT_DIR is not a run's output folder, or its images changed so the vectors no longer match.
+    """
+    out_dir = Path(out_dir)
+    summary = read_summary(out_dir)
+    if map_method is not None or not (out_dir / REPORT_DATA).is_file():
+        config = RunConfig.from_dict(summary["config"])
+        rows = [r for r in read_assignments(out_dir) if r.get("status") == "ok" and r.get("cluster", "") != ""]
+        feats = load_features(summary["images_dir"], config, cache=cache, exclude=[out_dir], progress=progress)
+        index = {r.relpath: i for i, r in enumerate(feats.usable)}
+        missing = [r["path"] for r in rows if r["path"] not in index]
+        if missing:
+            raise InputError(f"{len(missing)} clustered images (e.g. {missing[0]}) can no longer be read under "
+                             f"{summary['images_dir']}, so the map cannot be recomputed. Run imgclust run again.")
+        X = feats.X[[index[r["path"]] for r in rows]]
+        labels = np.array([int(r["cluster"]) for r in rows])
+        saved = load_report_data(out_dir, labels)  # keeps the clusterer's own centres when they were saved
+        save_report_data(out_dir, X, labels, centers=None if saved is None else saved["centers"],
+                         map_method=map_method or "pca", seed=config.seed)
+    return write_report(out_dir)
 
 
 def _summary(feats: Features, config: RunConfig, result: ClusterResult, metrics: dict[str, float] | None,

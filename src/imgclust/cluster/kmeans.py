@@ -159,18 +159,20 @@ def lloyd(assigner: Assigner, k: int, *, seed: int = 0, n_init: int = 1, max_ite
     return best
 
 
-def fit_kmeans(X: np.ndarray, k: int, *, seed: int = 0, n_init: int | str = "auto", max_iter: int = 100,
+def fit_kmeans(X: np.ndarray | Assigner, k: int, *, seed: int = 0, n_init: int | str = "auto", max_iter: int = 100,
                tol: float = 1e-4, chunk_size: int = 32768) -> ClusterResult:
     """k-means on the rows of ``X`` (the original method's clusterer).
 
-    ``n_init="auto"`` uses 10 restarts for small problems and fewer as n * k grows.
+    ``X`` may also be an :class:`Assigner` (e.g. vectors held by Dask workers), so every backend
+    runs this same loop. ``n_init="auto"`` uses 10 restarts for small problems and fewer as n * k grows.
     """
+    assigner: Assigner = ArrayAssigner(X, chunk_size) if isinstance(X, np.ndarray) else X
     if n_init == "auto":
-        work = X.shape[0] * k
+        work = assigner.n_samples * k
         n_init = 10 if work <= 2_000_000 else 3 if work <= 20_000_000 else 1
     if not isinstance(n_init, int):
         raise ParameterError(f"n_init must be a whole number or 'auto'; got {n_init!r}.")
-    return lloyd(ArrayAssigner(X, chunk_size), k, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol)
+    return lloyd(assigner, k, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol)
 
 
 register_clusterer(ClustererSpec(

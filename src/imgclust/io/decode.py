@@ -9,6 +9,7 @@ decompression bomb is refused without using its memory.
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -63,6 +64,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _readable(text: str) -> str:
+    # Reasons may quote a file name that is not UTF-8 (surrogate escapes); show its bytes as \\x.. escapes.
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def decode(
     path: str | os.PathLike[str],
     *,
@@ -89,7 +95,8 @@ def decode(
     """
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns about bombs (checked below) and damaged metadata (not actionable): no noise.
+            warnings.simplefilter("ignore")
             with Image.open(path) as img:
                 w, h = img.size
                 if w <= 0 or h <= 0:
@@ -110,15 +117,17 @@ def decode(
     except UnidentifiedImageError:
         return Decoded(None, "not_an_image", "The file's content is not an image format Pillow can read.")
     except Image.DecompressionBombError as exc:
-        return Decoded(None, "too_large", str(exc))
+        return Decoded(None, "too_large", _readable(str(exc)))
     except PermissionError:
         return Decoded(None, "permission_denied", "No permission to read this file.")
     except FileNotFoundError:
         return Decoded(None, "unreadable", "The file disappeared while it was being read.")
     except OSError as exc:
-        text = str(exc)
+        text = _readable(str(exc))
         if "truncated" in text.lower():
             return Decoded(None, "truncated", f"The image file is truncated (incomplete): {text}.")
         return Decoded(None, "corrupt", f"The image data is damaged: {text}.")
-    except (ValueError, SyntaxError, MemoryError, Image.DecompressionBombWarning, EOFError) as exc:
-        return Decoded(None, "corrupt", f"The image data is damaged: {type(exc).__name__}: {exc}.")
+    except (ValueError, SyntaxError, MemoryError, EOFError,
+            # what Pillow's format plugins raise on damaged headers (found by fuzzing; see tests)
+            TypeError, IndexError, KeyError, ZeroDivisionError, struct.error) as exc:
+        return Decoded(None, "corrupt", _readable(f"The image data is damaged: {type(exc).__name__}: {exc}."))

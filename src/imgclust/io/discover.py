@@ -61,8 +61,8 @@ def _has_image_extension(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _display(rel: str) -> str:
-    # File names may hold bytes that are not UTF-8 (surrogate escapes); show them as \x.. escapes.
+def display_path(rel: str) -> str:
+    """``rel`` as outputs show it: bytes that are not UTF-8 (surrogate escapes) become ``\\x..`` escapes."""
     try:
         rel.encode("utf-8")
         return rel
@@ -128,7 +128,7 @@ def discover(
                 continue
             if _has_image_extension(d):
                 rel = full.relative_to(root_abs).as_posix()
-                records.append(ImageRecord(full, _display(rel), status="is_a_directory",
+                records.append(ImageRecord(full, display_path(rel), status="is_a_directory",
                                            error="This is a folder whose name ends like an image file."))
             keep_dirs.append(d)
         dirnames[:] = keep_dirs
@@ -136,7 +136,7 @@ def discover(
             if not _has_image_extension(name):
                 continue
             full = here / name
-            rel = _display(full.relative_to(root_abs).as_posix())
+            rel = display_path(full.relative_to(root_abs).as_posix())
             records.append(_stat_record(full, rel))
     records.sort(key=lambda r: r.relpath)
     return records
@@ -152,7 +152,8 @@ def _stat_record(full: Path, rel: str) -> ImageRecord:
         return ImageRecord(full, rel, status="broken_symlink", error="Symbolic link to a file that does not exist.")
     except OSError as exc:
         if exc.errno == 40:  # ELOOP
-            return ImageRecord(full, rel, status="symlink_loop", error="Symbolic link loop.")
+            return ImageRecord(full, rel, status="symlink_loop",
+                               error="Symbolic link loop: the link leads back to itself, never to a file.")
         return ImageRecord(full, rel, status="unreadable", error=f"Cannot read file information: {exc.strerror}.")
     if stat.S_ISDIR(st.st_mode):
         return ImageRecord(full, rel, status="is_a_directory", error="This is a folder, not a file.")

@@ -1,0 +1,344 @@
+"""The Dask backend: extraction in shards on Dask workers, k-means over chunks held by the workers.
+
+Extraction: the client looks every file up in the embedding cache and sends the missing ones to
+the workers in shards. A worker builds the extractor once (one per worker process, kept for the
+life of the process, so the network is loaded once) and runs the same extraction loop as a local
+run on its shard, then writes the shard's vectors as one part file into the cache folder. The
+client then reads the new parts. **The cache folder must be on a filesystem that the client and
+every worker see under the same path** (NFS, a cluster filesystem, or one machine).
+
+A part's name is derived from the keys of its shard, so a shard that runs twice (Dask reschedules
+the shards of a worker that died) replaces its own part instead of adding a second copy: every
+vector is in the store once.
+
+k-means: the vectors are cut into the same row chunks as the local engine uses and scattered to
+the workers; each Lloyd iteration sends the centres out, every worker assigns its chunks and
+returns per-chunk labels, distances, sums and counts, and the client adds them up in chunk order.
+The loop itself is :func:`imgclust.cluster.kmeans.lloyd`, so a Dask run and a local run with the
+same seed give the same labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cache import EmbeddingCache, file_key, write_part
+from ..cluster import ClusterResult, cluster, validate_k
+from ..cluster.kmeans import ArrayAssigner, fit_kmeans
+from ..config import RunConfig
+from ..errors import CacheError, ParameterError, missing_dependency
+from ..features import Extractor, get_extractor
+from ..features.extract import Extraction, extract
+from ..io.discover import ImageRecord
+from . import Backend, Progress
+
+log = logging.getLogger(__name__)
+
+# Images per shard at most: one part file of 256 x 1280 float32 = 1.3 MB for EfficientNet vectors.
+MAX_SHARD = 256
+# Row chunks for k-means: the local engine's default, so that sums are added in the same order.
+CHUNK_ROWS: int = inspect.signature(fit_kmeans).parameters["chunk_size"].default
+
+
+# -- on the workers ----------------------------------------------------------------------------
+
+# One extractor per (features, options) per worker process: the network is loaded once and reused
+# by every shard this worker runs.
+_EXTRACTORS: dict[str, Extractor] = {}
+_EXTRACTORS_LOCK = threading.Lock()
+
+
+def worker_extractor(features: str, options: dict[str, Any], cache_id: str) -> Extractor:
+    """This process's extractor for ``features`` with ``options``, built on first use.
+
+    Raises:
+        CacheError: it would make other vectors than the client's (another imgclust version).
+    """
+    key = json.dumps([features, options], sort_keys=True, default=str)
+    with _EXTRACTORS_LOCK:
+        extractor = _EXTRACTORS.get(key)
+        if extractor is None:
+            extractor = _EXTRACTORS[key] = get_extractor(features, **options)
+    if extractor.cache_id() != cache_id:
+        raise CacheError(f"A Dask worker's {features} makes other vectors ({extractor.cache_id()}) than this "
+                         f"machine's ({cache_id}). Install the same imgclust version on every worker.")
+    return extractor
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One task: records to embed and where their vectors go."""
+
+    features: str
+    feature_options: dict[str, Any]
+    cache_id: str
+    folder: str
+    batch_size: int
+    records: tuple[ImageRecord, ...]
+    keys: tuple[str, ...]
+
+    @property
+    def part_name(self) -> str:
+        digest = hashlib.blake2b("\n".join(self.keys).encode(), digest_size=16).hexdigest()
+        return f"part-shard-{digest}.npz"
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    """What a worker reports back: the status and error of every record of the shard, in order."""
+
+    statuses: list[tuple[str, str]] = field(default_factory=list)
+    n_vectors: int = 0
+
+
+def embed_shard_to_store(shard: Shard) -> ShardOutcome:
+    """Runs on a worker: embed one shard with the local extraction loop and write it as one part."""
+    extractor = worker_extractor(shard.features, shard.feature_options, shard.cache_id)
+    ex = extract(shard.records, extractor, batch_size=shard.batch_size)
+    keys = [key for key, r in zip(shard.keys, ex.records, strict=True) if r.ok]
+    if keys:
+        write_part(Path(shard.folder), keys, ex.X, name=shard.part_name)
+    return ShardOutcome([(r.status, r.error) for r in ex.records], len(keys))
+
+
+def _assign_chunk(chunk: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return ArrayAssigner(chunk, chunk_size=max(1, len(chunk))).assign(centers)
+
+
+def _take(chunk: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return np.asarray(chunk[idx], dtype=np.float32)
+
+
+# -- on the client -----------------------------------------------------------------------------
+
+class DaskAssigner:
+    """The k-means :class:`~imgclust.cluster.kmeans.Assigner` over row chunks held by Dask workers.
+
+    Args:
+        client: a ``distributed.Client``.
+        X: np.ndarray of shape (n_samples, n_features), float32; cut into chunks of ``chunk_size``
+            rows and scattered to the workers once.
+    """
+
+    def __init__(self, client: Any, X: np.ndarray, chunk_size: int = CHUNK_ROWS) -> None:
+        self.client = client
+        self.n_samples, self.n_features = X.shape
+        self.chunk_size = chunk_size
+        self.starts = list(range(0, self.n_samples, chunk_size))
+        self.chunks = client.scatter([np.asarray(X[s:s + chunk_size], dtype=np.float32) for s in self.starts])
+
+    def assign(self, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        centers = np.asarray(centers, dtype=np.float32)
+        k = len(centers)
+        # Sent once to every worker (not once per chunk); released when ``shared`` goes out of scope.
+        shared = self.client.scatter(centers, broadcast=True, hash=False)
+        parts = self.client.gather([self.client.submit(_assign_chunk, c, shared, pure=False) for c in self.chunks])
+        sums = np.zeros((k, self.n_features), dtype=np.float64)
+        counts = np.zeros(k, dtype=np.int64)
+        for _, _, chunk_sums, chunk_counts in parts:  # in chunk order, as the local engine adds them
+            sums += chunk_sums
+            counts += chunk_counts
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), sums, counts)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        # The same draw as the local engine, so the same seed picks the same rows.
+        idx = np.sort(rng.choice(self.n_samples, size=min(n, self.n_samples), replace=False))
+        return self.rows(idx)
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        out = np.empty((len(idx), self.n_features), dtype=np.float32)
+        which = idx // self.chunk_size
+        wanted = {int(c): np.flatnonzero(which == c) for c in np.unique(which)}
+        futures = {c: self.client.submit(_take, self.chunks[c], idx[pos] - self.starts[c], pure=False)
+                   for c, pos in wanted.items()}
+        for c, rows in zip(futures, self.client.gather(list(futures.values())), strict=True):
+            out[wanted[c]] = rows
+        return out
+
+    def close(self) -> None:
+        self.client.cancel(self.chunks)
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class DaskBackend(Backend):
+    """Extraction and k-means on a Dask cluster.
+
+    Args:
+        scheduler: address of a running scheduler (``tcp://HOST:8786``); None starts a
+            ``LocalCluster`` on this machine.
+        workers: worker processes of that local cluster (default: one per core), each with one
+            task thread (the network uses the cores).
+        shard_size: images per task (default: enough shards for about four per worker, at most 256).
+        timeout: seconds to wait for the scheduler and for a first worker.
+
+    The cluster is started (or connected to) on first use and closed by :meth:`close`.
+
+    Example:
+        >>> with DaskBackend("tcp://10.0.0.5:8786") as backend:  # doctest: +SKIP
+        ...     imgclust.run("/shared/photos", "out", k=20, cache="/shared/cache", backend=backend)
+    """
+
+    name = "dask"
+
+    def __init__(self, scheduler: str | None = None, *, workers: int | None = None, shard_size: int | None = None,
+                 timeout: float = 30.0) -> None:
+        if importlib.util.find_spec("distributed") is None:
+            raise missing_dependency("dask[distributed]", extra="dask", purpose="--backend dask")
+        if scheduler is not None and workers is not None:
+            raise ParameterError("Give either --scheduler (connect to a running cluster) or --workers "
+                                 "(start one on this machine), not both.")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise ParameterError(f"workers must be a whole number >= 1; got {workers!r}.")
+        if shard_size is not None and (not isinstance(shard_size, int) or shard_size < 1):
+            raise ParameterError(f"shard_size must be a whole number >= 1; got {shard_size!r}.")
+        self.scheduler = scheduler
+        self.workers = workers
+        self.shard_size = shard_size
+        self.timeout = timeout
+        self._cluster: Any = None
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The ``distributed.Client``, connected (or the local cluster started) on first use."""
+        if self._client is None:
+            from distributed import Client, LocalCluster
+
+            if self.scheduler is None:
+                self._cluster = LocalCluster(n_workers=self.workers or _cores(), threads_per_worker=1,
+                                             processes=True, dashboard_address=None)
+                self._client = Client(self._cluster, set_as_default=False)
+            else:
+                try:
+                    self._client = Client(self.scheduler, timeout=self.timeout, set_as_default=False)
+                except (OSError, TimeoutError, ValueError) as exc:
+                    raise ParameterError(
+                        f"Cannot reach the Dask scheduler at {self.scheduler} ({exc}). Start one with "
+                        f"'dask scheduler' and workers with 'dask worker {self.scheduler}', or leave out "
+                        "--scheduler to start workers on this machine.") from exc
+                try:
+                    self._client.wait_for_workers(1, timeout=self.timeout)
+                except TimeoutError as exc:
+                    self.close()
+                    raise ParameterError(f"The Dask scheduler at {self.scheduler} has no workers after "
+                                         f"{self.timeout:g} s. Start some with 'dask worker {self.scheduler}'.") from exc
+        return self._client
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.client.nthreads())
+
+    def describe(self) -> dict[str, Any]:
+        if self._client is None:
+            return {"name": self.name}
+        return {"name": self.name, "scheduler": self._client.scheduler.address, "n_workers": self.n_workers}
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    # -- seam 1: extraction -------------------------------------------------------------------
+    def extract(self, records: Sequence[ImageRecord], extractor: Extractor, config: RunConfig, *,
+                cache: EmbeddingCache | None, progress: Progress | None = None) -> Extraction:
+        """Embed the files missing from ``cache`` on the workers, then read every vector from ``cache``.
+
+        Raises:
+            ParameterError: no cache (the workers need one to write into).
+            CacheError: the workers' vectors cannot be read back (the cache folder is not shared).
+        """
+        if cache is None:
+            raise ParameterError("The dask backend stores vectors in the embedding cache, which every worker "
+                                 "writes into; it cannot run with --no-cache. Pass --cache DIR on a filesystem "
+                                 "that every worker shares.")
+        records = list(records)
+        todo: list[tuple[int, str]] = []
+        n_usable = 0
+        for i, r in enumerate(records):
+            if not r.ok:
+                continue
+            try:
+                key = file_key(r, config.identity)
+            except OSError:
+                continue  # extract() below records why
+            n_usable += 1
+            if key not in cache:
+                todo.append((i, key))
+        n_computed = 0
+        if todo:
+            n_computed = self._embed_on_workers(records, todo, extractor, config, cache, n_usable, progress)
+            cache.refresh()
+            lost = [key for i, key in todo if records[i].ok and key not in cache]
+            if lost:
+                raise CacheError(f"The Dask workers embedded {len(lost)} images into {cache.folder}, but this "
+                                 "machine cannot read them there. The cache folder must be on a filesystem "
+                                 "that this machine and every worker share, under the same path (--cache DIR).")
+        ex = extract(records, extractor, cache=cache, batch_size=config.batch_size, identity=config.identity,
+                     progress=progress)
+        return replace(ex, n_computed=ex.n_computed + n_computed, n_cached=ex.n_cached - n_computed)
+
+    def _embed_on_workers(self, records: list[ImageRecord], todo: list[tuple[int, str]], extractor: Extractor,
+                          config: RunConfig, cache: EmbeddingCache, n_usable: int, progress: Progress | None) -> int:
+        from distributed import as_completed
+
+        client = self.client
+        size = self.shard_size or min(MAX_SHARD, max(1, math.ceil(len(todo) / (4 * max(1, self.n_workers)))))
+        pieces = [todo[s:s + size] for s in range(0, len(todo), size)]
+        shards = [Shard(config.features, dict(config.feature_options), extractor.cache_id(), str(cache.folder.resolve()),
+                        config.batch_size, tuple(records[i] for i, _ in piece), tuple(key for _, key in piece))
+                  for piece in pieces]
+        futures = client.map(embed_shard_to_store, shards, pure=False)
+        piece_of = {f.key: piece for f, piece in zip(futures, pieces, strict=True)}
+        done = n_usable - len(todo)
+        if progress:
+            progress("extract", done, n_usable)
+        n_computed = 0
+        for fut in as_completed(futures, loop=client.loop):
+            outcome: ShardOutcome = fut.result()
+            piece = piece_of[fut.key]
+            for (i, _), (status, error) in zip(piece, outcome.statuses, strict=True):
+                if status != "ok":
+                    records[i] = records[i].failed(status, error)
+            n_computed += outcome.n_vectors
+            done += len(piece)
+            if progress:
+                progress("extract", done, n_usable)
+        log.info("%d workers embedded %d images in %d shards", self.n_workers, n_computed, len(shards))
+        return n_computed
+
+    # -- seam 2: k-means ----------------------------------------------------------------------
+    def cluster(self, X: np.ndarray, k: int, config: RunConfig) -> ClusterResult:
+        """k-means runs on the workers; other methods run here, on the vectors read back from the store."""
+        if config.method != "kmeans":
+            log.info("method %s runs on this machine; only kmeans runs on the Dask workers", config.method)
+            return cluster(X, k, method=config.method, seed=config.seed, **config.method_options)
+        k = validate_k(k, len(X))
+        options = dict(config.method_options)
+        assigner = DaskAssigner(self.client, np.asarray(X, dtype=np.float32), options.get("chunk_size", CHUNK_ROWS))
+        try:
+            return fit_kmeans(assigner, k, seed=config.seed, **options)
+        finally:
+            assigner.close()
