@@ -173,3 +173,9 @@ def test_weights_for_a_model_without_a_checkpoint_is_refused(fitted: imgclust.Ru
                                                              tmp_path: Path):
     with pytest.raises(ParameterError, match="uses 'pixels', which needs none"):
         imgclust.assign(fitted.out_dir, image_folder, tmp_path / "o", weights=tmp_path / "w.pth", cache=False)
+
+
+def test_the_same_run_writes_the_same_model_bytes(fitted: imgclust.RunResult, image_folder: Path, tmp_path: Path):
+    again = imgclust.run(image_folder, tmp_path / "again", features="pixels", k=3, seed=0, cache=False)
+    for name in ("centers.npz", "model.json"):
+        assert (again.out_dir / "model" / name).read_bytes() == (fitted.out_dir / "model" / name).read_bytes(), name

@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,18 @@ class SavedModel:
         return Assignment(labels, distances, outlier)
 
 
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An ``.npz`` (what ``np.savez`` writes, readable by ``np.load(allow_pickle=False)``) with fixed zip
+    timestamps, so the same model is the same bytes (``np.savez`` stamps the current time)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            npy = io.BytesIO()
+            np.lib.format.write_array(npy, np.ascontiguousarray(arr), allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), npy.getvalue())
+    return buf.getvalue()
+
+
 def save_model(model_dir: str | os.PathLike[str], extractor: Extractor, config: RunConfig, result: ClusterResult,
                summary: dict[str, Any]) -> Path:
     """Write ``model.json`` and ``centers.npz`` for a finished clustering (called by :func:`imgclust.run`).
@@ -217,9 +230,7 @@ def save_model(model_dir: str | os.PathLike[str], extractor: Extractor, config: 
         "fitted_on": {"images_dir": summary.get("images_dir"), "n_images": int(len(result.labels))},
         "arrays": {"file": CENTERS_NPZ, "names": sorted(arrays)},
     }
-    buf = io.BytesIO()
-    np.savez(buf, allow_pickle=False, **arrays)
-    atomic_write_bytes(model_dir / CENTERS_NPZ, buf.getvalue())
+    atomic_write_bytes(model_dir / CENTERS_NPZ, npz_bytes(arrays))
     atomic_write_json(model_dir / MODEL_JSON, doc)
     return model_dir
 
