@@ -44,8 +44,8 @@ def draw_folder(root: Path, per_class: int, size: tuple[int, int] = (64, 48)) ->
 
 def same_outputs(a: Path, b: Path) -> None:
     """Two output folders hold the same files with the same contents (summary: up to run-specific keys)."""
-    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
-    for p in a.iterdir():
+    assert sorted(p.relative_to(a) for p in a.rglob("*")) == sorted(p.relative_to(b) for p in b.rglob("*"))
+    for p in (p for p in a.rglob("*") if p.is_file()):
         if p.name == "summary.json":
             sa, sb = (json.loads((d / p.name).read_text()) for d in (a, b))
             for key in RUN_SPECIFIC:
@@ -64,7 +64,7 @@ def same_outputs(a: Path, b: Path) -> None:
             ta, tb = (re.sub(r"\d+(\.\d+)? s\b", "", (d / p.name).read_text()) for d in (a, b))
             assert ta == tb
         else:
-            assert p.read_bytes() == (b / p.name).read_bytes(), p.name
+            assert p.read_bytes() == (b / p.relative_to(a)).read_bytes(), p.name
 
 
 def part_rows(cache_root: Path) -> list[str]:

@@ -16,15 +16,17 @@ from .cluster import ClusterResult, cluster, list_clusterers
 from .cluster.choose_k import choose_k
 from .config import RunConfig
 from .errors import ImgclustError
-from .features import get_extractor, list_extractors
+from .features import get_extractor, list_extractors, list_features
 from .features.extract import extract
 from .io.decode import decode
 from .io.discover import ImageRecord, discover
 from .metrics import evaluate
+from .model import AssignResult, assign, load_model
 from .outputs.export import export
 from .pipeline import RunResult, SweepResult, load_features, run, sweep
 
 __all__ = [
+    "AssignResult",
     "ClusterResult",
     "ImageRecord",
     "ImgclustError",
@@ -33,6 +35,7 @@ __all__ = [
     "SweepResult",
     "__version__",
     "choose_k",
+    "assign",
     "cluster",
     "decode",
     "discover",
@@ -42,7 +45,9 @@ __all__ = [
     "get_extractor",
     "list_clusterers",
     "list_extractors",
+    "list_features",
     "load_features",
+    "load_model",
     "run",
     "sweep",
 ]

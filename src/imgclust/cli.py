@@ -99,8 +99,15 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-def feature_options(size: int | None) -> dict[str, Any]:
-    return {"size": size} if size is not None else {}
+def feature_options(size: int | None, weights: Path | None = None, features: str = "") -> dict[str, Any]:
+    from .errors import ParameterError
+
+    options: dict[str, Any] = {"size": size} if size is not None else {}
+    if weights is not None:
+        if not features.startswith("timm:"):
+            raise ParameterError(f"--weights is for timm:MODEL features; '{features}' brings its own weights.")
+        options["weights"] = str(weights.expanduser().resolve())
+    return options
 
 
 def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
@@ -114,6 +121,8 @@ def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--features", default=DEFAULT_FEATURES, show_default=True, help="Feature extractor (see list-features).")
 @click.option("--size", type=int, default=None, help="Image side for --features pixels (default 32).")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Local checkpoint for timm:MODEL features (.safetensors or a PyTorch state dict).")
 @click.option("--k", "k", type=KType(), default="auto", show_default=True, help="Number of clusters, or auto.")
 @click.option("--k-range", default="2-30", show_default=True, help="Range searched by --k auto.")
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Clustering method: spectral (kNN-graph spectral clustering) or kmeans (the original). See docs/methods.md.")
@@ -135,15 +144,16 @@ def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
               help="With --backend dask and no --scheduler: start this many local worker processes "
                    "(default: one per core).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def run(images_dir: Path, out_dir: Path, features: str, size: int | None, k: int | None, k_range: str, method: str,
-        seed: int, labels: str, cache: Path | None, no_cache: bool, identity: str, batch_size: int, backend: str,
-        scheduler: str | None, workers: int | None, quiet: bool) -> None:
+def run(images_dir: Path, out_dir: Path, features: str, size: int | None, weights: Path | None, k: int | None,
+        k_range: str, method: str, seed: int, labels: str, cache: Path | None, no_cache: bool, identity: str,
+        batch_size: int, backend: str, scheduler: str | None, workers: int | None, quiet: bool) -> None:
     """Cluster the images under IMAGES_DIR and write the results to --out."""
     from .backends import get_backend
     from .pipeline import run as run_pipeline
 
-    config = RunConfig(features=features, feature_options=feature_options(size), k=k, k_range=parse_k_range(k_range),
-                       method=method, seed=seed, labels=labels, batch_size=batch_size, identity=identity)
+    config = RunConfig(features=features, feature_options=feature_options(size, weights, features), k=k,
+                       k_range=parse_k_range(k_range), method=method, seed=seed, labels=labels, batch_size=batch_size,
+                       identity=identity)
     with get_backend(backend, scheduler=scheduler, workers=workers) as where, ProgressBars(enabled=not quiet) as bars:
         result = run_pipeline(images_dir, out_dir, config, cache=_cache_setting(cache, no_cache), progress=bars,
                               backend=where)
@@ -330,3 +340,67 @@ def demo(out_dir: Path, features: tuple[str, ...], seed: int) -> None:
                       f"{m.get('nmi', 0):.3f}", f"{m.get('ari', 0):.3f}",
                       f"{sum(r.summary['timings'].values()):.1f}", str(r.out_dir))
     out.print(table)
+
+
+@main.command("list-features")
+def list_features_command() -> None:
+    """List every feature extractor: vector size, whether it is installed, whether its weights are here."""
+    from rich.markup import escape
+
+    from .features.catalog import list_features
+
+    table = Table(title="Feature extractors (--features NAME)")
+    for col in ("name", "values", "installed", "weights offline"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description", overflow="fold")
+    yes_no = {True: "[green]yes[/]", False: "[red]no[/]", None: "per model"}
+    for f in list_features():
+        table.add_row(escape(f.name), str(f.dim) if f.dim else "depends", yes_no[f.installed],
+                      yes_no[f.weights_offline], escape(f.description + (f" {f.install_hint}" if f.install_hint else "")))
+    out.print(table)
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("images_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Where the model's timm checkpoint is now (if it was fitted with --weights).")
+@click.option("--labels", type=click.Choice(["auto", "folder", "prefix", "none"]), default="auto", show_default=True,
+              help="Where ground-truth labels come from (only for scoring).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Embedding cache folder (default: ~/.cache/imgclust or $IMGCLUST_CACHE).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def assign(model_dir: Path, images_dir: Path, out_dir: Path, weights: Path | None, labels: str, cache: Path | None,
+           no_cache: bool, batch_size: int, quiet: bool) -> None:
+    """Sort the images under IMAGES_DIR into the clusters of a saved model (OUT_DIR/model of a run)."""
+    from .model import assign as assign_images
+
+    with ProgressBars(enabled=not quiet) as bars:
+        result = assign_images(model_dir, images_dir, out_dir, weights=weights, labels=labels, batch_size=batch_size,
+                               cache=_cache_setting(cache, no_cache), progress=bars)
+    s = result.summary
+    out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images assigned to the {s['k']} clusters of {result.model.path} "
+              f"({s['n_outliers']} outliers: farther than {s['outlier_percentile']:g}% of the cluster's members "
+              "were at fit time).", highlight=False)
+    if s["n_failed"]:
+        bad = ", ".join(f"{n} {st}" for st, n in s["statuses"].items() if st != "ok")
+        out.print(f"[yellow]{s['n_failed']} files could not be used[/] ({bad}); see assignments.csv.", highlight=False)
+    table = Table(title="Images per cluster", show_edge=False)
+    table.add_column("cluster", justify="right")
+    table.add_column("images", justify="right")
+    names = s.get("cluster_names") or {}
+    if names:
+        table.add_column("name")
+    for c, n in enumerate(s["cluster_sizes"]):
+        table.add_row(str(c), str(n), *([names.get(str(c), "")] if names else []))
+    out.print(table)
+    if "metrics" in s:
+        m = s["metrics"]
+        out.print(f"Against the {s['labels_mode']} labels ({s['n_labels']} classes): "
+                  f"accuracy (one-to-one, Hungarian) [bold]{m['accuracy_hungarian']:.3f}[/], NMI {m['nmi']:.3f}",
+                  highlight=False)
+    out.print(f"Results in {out_dir}/ (assignments.csv with an outlier column, summary.json"
+              + (", confusion.csv" if "metrics" in s else "") + ")", highlight=False)

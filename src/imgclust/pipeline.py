@@ -31,6 +31,7 @@ from .features.extract import Extraction
 from .io.discover import IMAGE_EXTENSIONS, ImageRecord, attach_labels, discover
 from .io.duplicates import find_duplicates
 from .metrics import confusion, evaluate
+from .model import MODEL_DIR, save_model
 from .outputs.report import REPORT_DATA, load_report_data, save_report_data, suggest_names, write_report
 from .outputs.tables import (
     ASSIGNMENTS,
@@ -252,6 +253,8 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
     with timer.stage("report"):  # names go into summary.json; the page itself is built from the files
         summary.update(suggest_names(feats.extractor, feats.X, result.labels, result.k))
         save_report_data(out_dir, feats.X, result.labels, centers=result.centers, seed=config.seed)
+    with timer.stage("model"):  # after the names, so the saved model carries them
+        save_model(out_dir / MODEL_DIR, feats.extractor, config, result, summary)
     summary["timings"] = dict(timer.seconds)
     write_summary(out_dir / SUMMARY, summary)
     write_report(out_dir)

@@ -3,19 +3,24 @@
 from .base import (
     Extractor,
     ExtractorSpec,
+    FamilySpec,
     get_extractor,
     list_extractors,
     list_families,
     register_extractor,
     register_family,
 )
+from .catalog import FeatureInfo, list_features
 
 __all__ = [
     "Extractor",
     "ExtractorSpec",
+    "FamilySpec",
+    "FeatureInfo",
     "get_extractor",
     "list_extractors",
     "list_families",
+    "list_features",
     "register_extractor",
     "register_family",
 ]

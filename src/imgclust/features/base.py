@@ -92,9 +92,29 @@ class ExtractorSpec:
     install_hint: str = ""
 
 
+@dataclass(frozen=True)
+class FamilySpec:
+    """A family of extractors named ``prefix:MODEL``, e.g. ``timm:resnet50`` -> factory("resnet50", **options).
+
+    Attributes:
+        is_installed: whether the code it needs can be imported.
+        install_hint: the command that makes it available.
+        offline_models: the MODEL names whose weights are on this machine (no network needed).
+        suggest: a full ``prefix:MODEL`` name for a bare name the user typed (for "did you mean"), or None.
+    """
+
+    prefix: str
+    factory: Callable[..., Extractor]
+    description: str
+    is_installed: Callable[[], bool] = field(default=lambda: True)
+    install_hint: str = ""
+    offline_models: Callable[[], list[str]] = field(default=lambda: [])
+    suggest: Callable[[str], str | None] = field(default=lambda name: None)
+
+
 _REGISTRY: dict[str, ExtractorSpec] = {}
 # Families take any name after a prefix, e.g. "timm:resnet50" -> factory("resnet50", **options).
-_FAMILIES: dict[str, tuple[Callable[..., Extractor], str]] = {}
+_FAMILIES: dict[str, FamilySpec] = {}
 
 
 def register_extractor(spec: ExtractorSpec) -> ExtractorSpec:
@@ -103,14 +123,15 @@ def register_extractor(spec: ExtractorSpec) -> ExtractorSpec:
     return spec
 
 
-def register_family(prefix: str, factory: Callable[..., Extractor], description: str) -> None:
-    """Register a family of extractors named ``prefix:MODEL``."""
-    _FAMILIES[prefix] = (factory, description)
+def register_family(prefix: str, factory: Callable[..., Extractor], description: str, **status: Any) -> None:
+    """Register a family of extractors named ``prefix:MODEL`` (``status``: the optional fields of
+    :class:`FamilySpec`)."""
+    _FAMILIES[prefix] = FamilySpec(prefix, factory, description, **status)
 
 
 def _ensure_builtins() -> None:
     # Importing the modules registers their extractors; they import heavy libraries lazily.
-    from . import efficientnet, pixels  # noqa: F401
+    from . import classic, efficientnet, pixels, timm  # noqa: F401
 
 
 def list_extractors() -> list[ExtractorSpec]:
@@ -122,7 +143,13 @@ def list_extractors() -> list[ExtractorSpec]:
 def list_families() -> dict[str, str]:
     """Registered prefix families and their descriptions."""
     _ensure_builtins()
-    return {p: d for p, (_, d) in sorted(_FAMILIES.items())}
+    return {p: f.description for p, f in sorted(_FAMILIES.items())}
+
+
+def family_specs() -> list[FamilySpec]:
+    """Registered prefix families, sorted by prefix."""
+    _ensure_builtins()
+    return [_FAMILIES[p] for p in sorted(_FAMILIES)]
 
 
 def get_extractor(name: str, **options: Any) -> Extractor:
@@ -142,11 +169,16 @@ def get_extractor(name: str, **options: Any) -> Extractor:
         if prefix in _FAMILIES:
             if not model:
                 raise ParameterError(f"Name a model after '{prefix}:', e.g. '{prefix}:resnet50'.")
-            return _FAMILIES[prefix][0](model, **options)
+            try:
+                return _FAMILIES[prefix].factory(model, **options)
+            except TypeError as exc:
+                raise ParameterError(f"Bad options for features '{name}': {exc}") from exc
     spec = _REGISTRY.get(name)
     if spec is None:
         known = sorted(_REGISTRY) + [f"{p}:MODEL" for p in _FAMILIES]
         close = difflib.get_close_matches(name, sorted(_REGISTRY), n=1, cutoff=0.5)
+        if not close and ":" not in name:
+            close = [s for f in _FAMILIES.values() if f.is_installed() and (s := f.suggest(name))][:1]
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ParameterError(f"Unknown features '{name}'.{hint} Available: {', '.join(known)}. "
                              "See: imgclust list-features")
