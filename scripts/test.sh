@@ -3,13 +3,17 @@
 # distributed and browser ones. Used as is by CI (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${IMGCLUST_VENV:-.venv}"
+# A venv of its own, with every optional extra (timm needs torchvision), so that the lean .venv of
+# the README's install command stays as it is.
+VENV="${IMGCLUST_TEST_VENV:-.venv-test}"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-# torch 2.13.0 is the CPU build; any torch 2.2-2.14 works.
-"$VENV/bin/python" -m pip install -q "torch==2.13.0" -e ".[test,dask]"
+# timm needs a torchvision that matches torch: these pairs install from the package index here
+# (x86_64: a CUDA build that runs on the CPU; aarch64: a CPU build).
+if [ "$(uname -m)" = "aarch64" ]; then TORCH="torch==2.9.1 torchvision==0.24.1"; else TORCH="torch==2.14.1 torchvision==0.29.1"; fi
+"$VENV/bin/python" -m pip install -q $TORCH -e ".[test,dask,timm,classic]"
 # The browser tests drive Debian's headless Chromium; install it once when it is missing (needs root or sudo).
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
@@ -20,5 +24,6 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 "$VENV/bin/python" -m ruff check src tests bench
+"$VENV/bin/python" -m mypy
 "$VENV/bin/python" -m pytest -q -m "not slow and not distributed and not browser" "$@"
 "$VENV/bin/python" -m pytest -q -m "slow or distributed or browser" "$@"
