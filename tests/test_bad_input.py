@@ -579,7 +579,7 @@ RUN = ["--features", "pixels", "--no-cache", "-q"]
     (["--k", "2.5"], "Error: Invalid value for '--k': k must be a whole number or 'auto'; got '2.5'."),
     # 5 files, 3 usable: the limit is the number of usable images.
     (["--k", "4"], "Error: k must be between 1 and the number of usable images (3); got 4."),
-    (["--k", "2", "--features", "resnet"], "Error: Unknown features 'resnet'. Available: "),
+    (["--k", "2", "--features", "resnet"], "Error: Unknown features 'resnet'."),
     (["--k", "2", "--features", "pixel"], "Error: Unknown features 'pixel'. Did you mean 'pixels'?"),
     (["--k", "2", "--method", "kmean"], "Error: Unknown method 'kmean'. Did you mean 'kmeans'? Available: "),
     (["--k", "2", "--method", "dbscan-ish"], "Error: Unknown method 'dbscan-ish'. Available: "),
