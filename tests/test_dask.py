@@ -46,14 +46,15 @@ def same_outputs(a: Path, b: Path) -> None:
     """Two output folders hold the same files with the same contents (summary: up to run-specific keys)."""
     assert sorted(p.relative_to(a) for p in a.rglob("*")) == sorted(p.relative_to(b) for p in b.rglob("*"))
     for p in (p for p in a.rglob("*") if p.is_file()):
+        q = b / p.relative_to(a)
         if p.name == "summary.json":
-            sa, sb = (json.loads((d / p.name).read_text()) for d in (a, b))
+            sa, sb = json.loads(p.read_text()), json.loads(q.read_text())
             for key in RUN_SPECIFIC:
                 sa.pop(key, None)
                 sb.pop(key, None)
             assert sa == sb
         elif p.suffix == ".npz":  # zip members carry a write time, and BLAS sums in any order: compare values
-            with np.load(p, allow_pickle=False) as za, np.load(b / p.name, allow_pickle=False) as zb:
+            with np.load(p, allow_pickle=False) as za, np.load(q, allow_pickle=False) as zb:
                 assert sorted(za.files) == sorted(zb.files)
                 for name in za.files:
                     if za[name].dtype.kind == "f":
@@ -61,10 +62,10 @@ def same_outputs(a: Path, b: Path) -> None:
                     else:
                         np.testing.assert_array_equal(za[name], zb[name])
         elif p.name == "report.html":  # the same page but for the stage timings it prints
-            ta, tb = (re.sub(r"\d+(\.\d+)? s\b", "", (d / p.name).read_text()) for d in (a, b))
+            ta, tb = (re.sub(r"\d+(\.\d+)? s\b", "", f.read_text()) for f in (p, q))
             assert ta == tb
         else:
-            assert p.read_bytes() == (b / p.relative_to(a)).read_bytes(), p.name
+            assert p.read_bytes() == q.read_bytes(), p.relative_to(a)
 
 
 def part_rows(cache_root: Path) -> list[str]:
