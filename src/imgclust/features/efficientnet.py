@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import ParameterError, missing_dependency
+from ..errors import OutputError, ParameterError, missing_dependency
 from .base import Extractor, ExtractorSpec, register_extractor
 from .extract import default_threads
 
@@ -228,14 +228,38 @@ class EfficientNetLiteExtractor(Extractor):
         return np.asarray(emb, dtype=np.float32)
 
     def imagenet_logits(self, X: np.ndarray) -> np.ndarray:
-        """ImageNet scores from pooled vectors: the network's own final linear layer, applied in NumPy."""
-        if self._head is None:
-            import torch
+        """ImageNet scores from pooled vectors: the network's own final linear layer, applied in NumPy.
 
-            state = torch.load(self.weights_file, map_location="cpu", weights_only=True)
-            self._head = (state["_fc.weight"].numpy().astype(np.float32), state["_fc.bias"].numpy().astype(np.float32))
+        The layer is read from the weights once and kept next to the ONNX graph as plain NumPy, so later
+        runs name clusters without importing torch (several seconds on a small CPU).
+        """
+        if self._head is None:
+            self._head = self._load_head()
         W, b = self._head
         return np.asarray(X, dtype=np.float32) @ W.T + b
+
+    def _load_head(self) -> tuple[np.ndarray, np.ndarray]:
+        import io
+
+        from .._fs import atomic_write_bytes
+
+        path = self.model_dir / f"{self.name}-{self.weights_file.stem}-head.npz"
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return z["W"].astype(np.float32), z["b"].astype(np.float32)
+        except (OSError, KeyError, ValueError):
+            pass  # not written yet, or damaged: read it from the weights again
+        import torch
+
+        state = torch.load(self.weights_file, map_location="cpu", weights_only=True)
+        W, b = state["_fc.weight"].numpy().astype(np.float32), state["_fc.bias"].numpy().astype(np.float32)
+        buf = io.BytesIO()
+        np.savez(buf, W=W, b=b)
+        try:
+            atomic_write_bytes(path, buf.getvalue())
+        except OutputError:  # a read-only cache folder only costs time
+            log.info("Could not keep the ImageNet head at %s", path)
+        return W, b
 
     def close(self) -> None:
         self._session = None
