@@ -99,3 +99,16 @@ def test_prefix_labels_kaggle_style(tmp_path: Path):
         draw_image(tmp_path / "in" / f"dog.{i}.jpg", color=(20, 20, 250), seed=i, shape="circle")
     r = imgclust.run(tmp_path / "in", tmp_path / "out", features="pixels", k=2, labels="prefix", cache=False)
     assert r.summary["labels_mode"] == "prefix" and r.metrics["accuracy_hungarian"] == 1.0
+
+
+def test_public_api_is_complete_and_lazy():
+    import subprocess
+    import sys
+
+    assert set(imgclust.__all__) - {"__version__"} == set(imgclust._API)
+    for name in imgclust.__all__:
+        assert getattr(imgclust, name) is not None, name
+    # The CLI's start-up does not import scikit-learn or the pipeline until a command needs them.
+    code = "import sys, imgclust.cli; print('sklearn' in sys.modules, 'imgclust.pipeline' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -12,20 +12,29 @@ Example:
 
 __version__ = "0.1.0"
 
-from .cluster import ClusterResult, cluster, list_clusterers
-from .cluster.choose_k import choose_k
-from .config import RunConfig
-from .errors import ImgclustError
-from .features import get_extractor, list_extractors, list_features
-from .features.extract import extract
-from .io.decode import decode
-from .io.discover import ImageRecord, discover
-from .metrics import evaluate
-from .model import AssignResult, assign, load_model
-from .outputs.export import export
-from .pipeline import RunResult, SweepResult, load_features, run, sweep
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+# The public API, imported on first use (PEP 562): `imgclust --help` and a fully cached run do not pay
+# for scikit-learn, SciPy and the pipeline until they need them.
+_API: dict[str, str] = {
+    "AssignResult": "model", "assign": "model", "load_model": "model",
+    "ClusterResult": "cluster", "cluster": "cluster", "list_clusterers": "cluster",
+    "choose_k": "cluster.choose_k",
+    "RunConfig": "config",
+    "ImgclustError": "errors",
+    "get_extractor": "features", "list_extractors": "features", "list_features": "features",
+    "extract": "features.extract",
+    "decode": "io.decode",
+    "ImageRecord": "io.discover", "discover": "io.discover",
+    "evaluate": "metrics",
+    "export": "outputs.export",
+    "RunResult": "pipeline", "SweepResult": "pipeline", "load_features": "pipeline", "run": "pipeline",
+    "sweep": "pipeline",
+}
 
 __all__ = [
+    "__version__",
     "AssignResult",
     "ClusterResult",
     "ImageRecord",
@@ -33,9 +42,8 @@ __all__ = [
     "RunConfig",
     "RunResult",
     "SweepResult",
-    "__version__",
-    "choose_k",
     "assign",
+    "choose_k",
     "cluster",
     "decode",
     "discover",
@@ -51,3 +59,30 @@ __all__ = [
     "run",
     "sweep",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(import_module(f".{_API[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'imgclust' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
+
+
+if TYPE_CHECKING:
+    from .cluster import ClusterResult, cluster, list_clusterers
+    from .cluster.choose_k import choose_k
+    from .config import RunConfig
+    from .errors import ImgclustError
+    from .features import get_extractor, list_extractors, list_features
+    from .features.extract import extract
+    from .io.decode import decode
+    from .io.discover import ImageRecord, discover
+    from .metrics import evaluate
+    from .model import AssignResult, assign, load_model
+    from .outputs.export import export
+    from .pipeline import RunResult, SweepResult, load_features, run, sweep
