@@ -105,9 +105,13 @@ def test_public_api_is_complete_and_lazy():
     import subprocess
     import sys
 
-    assert set(imgclust.__all__) - {"__version__"} == set(imgclust._API)
+    import imgclust.cluster.kmeans  # noqa: F401 - importing a subpackage must not shadow the function
+    import imgclust.pipeline  # noqa: F401
+
+    assert set(imgclust.__all__) - {"__version__", "ClusterResult", "cluster", "list_clusterers"} == set(imgclust._API)
     for name in imgclust.__all__:
         assert getattr(imgclust, name) is not None, name
+    assert callable(imgclust.cluster) and imgclust.cluster(np.eye(4), 2).k == 2
     # The CLI's start-up does not import scikit-learn or the pipeline until a command needs them.
     code = "import sys, imgclust.cli; print('sklearn' in sys.modules, 'imgclust.pipeline' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -15,11 +15,14 @@ __version__ = "0.1.0"
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+# `cluster` is both a subpackage and the function users call: import it now, so the function is what
+# `imgclust.cluster` names (a later import of the subpackage would otherwise bind the module here).
+from .cluster import ClusterResult, cluster, list_clusterers
+
 # The public API, imported on first use (PEP 562): `imgclust --help` and a fully cached run do not pay
 # for scikit-learn, SciPy and the pipeline until they need them.
 _API: dict[str, str] = {
     "AssignResult": "model", "assign": "model", "load_model": "model",
-    "ClusterResult": "cluster", "cluster": "cluster", "list_clusterers": "cluster",
     "choose_k": "cluster.choose_k",
     "RunConfig": "config",
     "ImgclustError": "errors",
@@ -74,7 +77,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .cluster import ClusterResult, cluster, list_clusterers
     from .cluster.choose_k import choose_k
     from .config import RunConfig
     from .errors import ImgclustError
