@@ -111,6 +111,31 @@ def feature_options(size: int | None, weights: Path | None = None, features: str
     return options
 
 
+def _options(*decorators: Any) -> Any:
+    """Options shared by several commands, defined once."""
+
+    def apply(f: Any) -> Any:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+features_options = _options(
+    click.option("--features", default=DEFAULT_FEATURES, show_default=True, help="Feature extractor (see list-features)."),
+    click.option("--size", type=int, default=None, help="Image side for --features pixels (default 32)."),
+)
+seed_labels_cache_options = _options(
+    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed."),
+    click.option("--labels", type=click.Choice(["auto", "folder", "prefix", "none"]), default="auto",
+                 show_default=True, help="Where ground-truth labels come from (only for scoring)."),
+    click.option("--cache", type=click.Path(path_type=Path), default=None,
+                 help="Embedding cache folder (default: ~/.cache/imgclust or $IMGCLUST_CACHE)."),
+    click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache."),
+)
+
+
 def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
     if no_cache:
         return False
@@ -120,19 +145,13 @@ def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
 @main.command()
 @click.argument("images_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--features", default=DEFAULT_FEATURES, show_default=True, help="Feature extractor (see list-features).")
-@click.option("--size", type=int, default=None, help="Image side for --features pixels (default 32).")
+@features_options
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Local checkpoint for timm:MODEL features (.safetensors or a PyTorch state dict).")
 @click.option("--k", "k", type=KType(), default="auto", show_default=True, help="Number of clusters, or auto.")
 @click.option("--k-range", default="2-30", show_default=True, help="Range searched by --k auto.")
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Clustering method: spectral (kNN-graph spectral clustering) or kmeans (the original). See docs/methods.md.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
-@click.option("--labels", type=click.Choice(["auto", "folder", "prefix", "none"]), default="auto", show_default=True,
-              help="Where ground-truth labels come from (only for scoring).")
-@click.option("--cache", type=click.Path(path_type=Path), default=None,
-              help="Embedding cache folder (default: ~/.cache/imgclust or $IMGCLUST_CACHE).")
-@click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
+@seed_labels_cache_options
 @click.option("--identity", type=click.Choice(["stat", "content"]), default="stat", show_default=True,
               help="How the cache recognises a file: stat (path, size, modification time) or content (a hash "
                    "of its bytes: survives renames and copies, reads every file once per run).")
@@ -200,16 +219,10 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
 @main.command()
 @click.argument("images_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--features", default=DEFAULT_FEATURES, show_default=True, help="Feature extractor (see list-features).")
-@click.option("--size", type=int, default=None, help="Image side for --features pixels (default 32).")
+@features_options
 @click.option("--ks", "ks", default="2-30", show_default=True, help="k values to try: 2,16,64,100,256 or 2-30.")
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Clustering method.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
-@click.option("--labels", type=click.Choice(["auto", "folder", "prefix", "none"]), default="auto", show_default=True,
-              help="Where ground-truth labels come from (only for scoring).")
-@click.option("--cache", type=click.Path(path_type=Path), default=None,
-              help="Embedding cache folder (default: ~/.cache/imgclust or $IMGCLUST_CACHE).")
-@click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
+@seed_labels_cache_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def sweep(images_dir: Path, out_dir: Path, features: str, size: int | None, ks: str, method: str, seed: int,

@@ -224,13 +224,11 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
 
             choice = choose_k(feats.X, k_range=config.k_range, method=config.method, seed=config.seed,
                               **config.method_options)
-            k = choice.k
             k_info = {"k_auto": True, "k_reason": choice.reason, "k_range": list(config.k_range)}
             result = choice.result
             sweep_table: Sweep | None = choice.sweep
         else:
-            k = validate_k(config.k, len(feats.X))
-            result = backend.cluster(feats.X, k, config)
+            result = backend.cluster(feats.X, validate_k(config.k, len(feats.X)), config)
             sweep_table = None
 
     with timer.stage("evaluate"):
@@ -249,7 +247,6 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
             write_confusion(out_dir / CONFUSION, conf, conf.hungarian_mapping())
         if sweep_table is not None:
             write_csv(out_dir / SWEEP_CSV, [r.as_row() for r in sweep_table.rows], SWEEP_COLUMNS)
-        write_summary(out_dir / SUMMARY, summary)
     with timer.stage("report"):  # names go into summary.json; the page itself is built from the files
         summary.update(suggest_names(feats.extractor, feats.X, result.labels, result.k))
         save_report_data(out_dir, feats.X, result.labels, centers=result.centers, seed=config.seed)
