@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from PIL import Image
 
 from imgclust.features import get_extractor
 
@@ -51,7 +51,7 @@ def main() -> None:
     if not a.dataset.is_dir():
         raise SystemExit(f"dataset not found: {a.dataset} (see shared/datasets/MANIFEST.md)")
     extractor = get_extractor(a.features)
-    extractor.embed(np.zeros((1, 3, extractor.image_size, extractor.image_size), np.float32))  # export once
+    extractor.embed(extractor.prepare(Image.new("RGB", (64, 64)))[None])  # export once
     with tempfile.TemporaryDirectory(prefix="imgclust-bench-cache-") as tmp:
         args = ["run", str(a.dataset), "--features", a.features, "--k", a.k, "--cache", str(Path(tmp) / "cache"), "-q"]
         t1, s1 = run_once(args, Path(tmp) / "out1")

@@ -61,7 +61,7 @@ def images() -> list[Image.Image]:
 def test_extractor_contract(name: str, tmp_path_factory: pytest.TempPathFactory):
     ex = build(name, tmp_path_factory)
     batch = np.stack([ex.prepare(img) for img in images()])
-    assert batch.dtype == np.float32
+    assert batch.dtype in (np.float32, np.uint8)
     X = ex.embed(batch)
     assert X.shape == (3, ex.dim) and X.dtype == np.float32 and np.isfinite(X).all()
     assert not np.allclose(X[0], X[1])  # different images, different vectors
@@ -93,7 +93,7 @@ def test_efficientnet_lite1_and_lite2_declare_their_input_size(variant: str, siz
     ex = get_extractor(variant, runtime="torch")
     pre = ex.preprocessing()
     assert pre["input_size"] == size and pre["weights"].startswith(variant)
-    assert ex.prepare(Image.new("RGB", (500, 300), "red")).shape == (3, size, size)
+    assert ex.prepare(Image.new("RGB", (500, 300), "red")).shape == (size, size, 3)
     assert ex.draft_size == (int(np.ceil(size / 0.875)),) * 2
 
 
@@ -153,3 +153,30 @@ def test_classic_descriptors_beat_pixels_on_imagenette(tmp_path):
                            cache=tmp_path / "cache").metrics["accuracy_hungarian"]
            for f in ("pixels", "colour-histogram", "hog")}
     assert acc["hog"] > acc["pixels"] + 0.05 and acc["colour-histogram"] > acc["pixels"], acc
+
+
+def test_efficientnet_keeps_the_whole_frame_of_small_images_and_crops_photos():
+    ex = get_extractor("efficientnet-lite0")
+    rng = np.random.default_rng(3)
+    thumb = Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8))  # 40x32: enlarged 7x
+    whole = thumb.resize((224, 224), Image.Resampling.BILINEAR, box=(4, 0, 36, 32))
+    np.testing.assert_array_equal(ex.prepare(thumb), np.asarray(whole))
+    photo = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    crop = 300 * 0.875
+    box = ((400 - crop) / 2, (300 - crop) / 2, (400 + crop) / 2, (300 + crop) / 2)
+    cropped = photo.resize((224, 224), Image.Resampling.BILINEAR, box=box)  # shrinking: bilinear
+    np.testing.assert_array_equal(ex.prepare(photo), np.asarray(cropped))
+    # The rule starts at an enlargement of more than 2x: a 112-px image is still cropped, 111 px is not.
+    at_112 = Image.fromarray(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8))
+    c = 112 * 0.875
+    np.testing.assert_array_equal(ex.prepare(at_112), np.asarray(at_112.resize(
+        (224, 224), Image.Resampling.BICUBIC, box=((112 - c) / 2, (112 - c) / 2, (112 + c) / 2, (112 + c) / 2))))
+    at_111 = at_112.crop((0, 0, 111, 111))
+    np.testing.assert_array_equal(ex.prepare(at_111), np.asarray(at_111.resize((224, 224), Image.Resampling.BILINEAR)))
+    assert "small_images" in ex.preprocessing()
+
+
+def test_efficientnet_refuses_a_batch_it_was_not_prepared_for():
+    ex = get_extractor("efficientnet-lite0")
+    with pytest.raises(ValueError, match="uint8 batches of shape"):
+        ex.embed(np.zeros((1, 3, 224, 224), np.float32))

@@ -40,7 +40,7 @@ class Extractor(ABC):
 
     @abstractmethod
     def prepare(self, image: Image.Image) -> np.ndarray:
-        """One RGB image -> one model input (any fixed shape, float32)."""
+        """One RGB image -> one model input (any fixed shape and dtype, e.g. uint8 pixels or float32)."""
 
     @abstractmethod
     def embed(self, batch: np.ndarray) -> np.ndarray:

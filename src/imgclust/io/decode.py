@@ -110,8 +110,13 @@ def decode(
                 if draft_size is not None and img.format == "JPEG":
                     img.draft("RGB", draft_size)
                 img.load()
-                oriented = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(oriented if oriented is not None else img)
+                if img.format == "JPEG":
+                    # A loaded JPEG holds all its pixels: orient it in place (an upright photo is not copied).
+                    ImageOps.exif_transpose(img, in_place=True)
+                    rgb = _to_rgb(img)
+                else:  # other formats may need their open file later (frames): work on a copy
+                    oriented = ImageOps.exif_transpose(img)
+                    rgb = _to_rgb(oriented if oriented is not None else img)
                 rgb.load()
                 return Decoded(rgb, "ok", "", (w, h))
     except UnidentifiedImageError:
