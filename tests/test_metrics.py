@@ -73,3 +73,26 @@ def test_properties_bounds_permutation_and_perfect(t, seed):
     assert evaluate(np.asarray(t)[order], p[order]) == pytest.approx(s)
     # Predicting the truth is perfect.
     assert evaluate(t, t)["accuracy_hungarian"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_nmi_ari_and_assignment_equal_scikit_learn_and_scipy(seed: int):
+    from scipy.optimize import linear_sum_assignment as scipy_lsa
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from imgclust.metrics import linear_sum_assignment
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    t = rng.choice(["cat", "dog", "eel", "fox", "gnu"][: int(rng.integers(1, 6))], size=n)
+    p = rng.integers(0, int(rng.integers(1, 12)), size=n)
+    if seed % 5 == 0:
+        p = np.arange(n)  # every sample its own cluster
+    m = evaluate(t, p)
+    assert m["nmi"] == pytest.approx(normalized_mutual_info_score(t, p), abs=1e-12)
+    assert m["ari"] == pytest.approx(adjusted_rand_score(t, p), abs=1e-12)
+    cost = rng.integers(0, 20, size=(int(rng.integers(1, 13)), int(rng.integers(1, 13)))).astype(float)
+    rows, cols = linear_sum_assignment(cost)
+    r_ref, c_ref = scipy_lsa(cost)
+    assert len(rows) == len(set(rows)) == len(set(cols)) == min(cost.shape) and list(rows) == sorted(rows)
+    assert cost[rows, cols].sum() == cost[r_ref, c_ref].sum()  # ties may pick another optimum of the same cost

@@ -23,6 +23,7 @@ from imgclust.outputs.report import (
     imagenet_class_names,
     map_2d,
     name_clusters,
+    pca_2d,
     pick_thumbnails,
     save_report_data,
     suggest_names,
@@ -210,3 +211,37 @@ def test_missing_image_shows_a_placeholder(tmp_path: Path) -> None:
     html = write_report(tmp_path / "out").read_text(encoding="utf-8")
     assert html.count('<div class="missing">not found</div>') == 2  # rows 0 and 3 point at 0.jpg
     assert html.count("data:image/jpeg;base64,") == 4
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (60, 500), (5, 3), (3, 2)])
+def test_pca_map_is_scikit_learns_projection_up_to_sign(shape: tuple[int, int]) -> None:
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(1)
+    n, d = shape
+    # Two strong directions with distinct variances, plus noise, off the origin.
+    X = (rng.normal(size=(n, 2)) * [5.0, 2.0]) @ rng.normal(size=(2, d)) + rng.normal(size=(n, d)) * 0.3 + 7.0
+    ours = pca_2d(X.astype(np.float32), seed=3)
+    ref = PCA(n_components=2, svd_solver="full").fit_transform(X)
+    for axis in range(2):
+        assert abs(np.corrcoef(ours[:, axis], ref[:, axis])[0, 1]) > 0.9999
+        np.testing.assert_allclose(np.abs(ours[:, axis]), np.abs(ref[:, axis]), rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(pca_2d(X.astype(np.float32), seed=3), ours)  # deterministic
+
+
+def test_figures_are_drawn_once_per_distinct_input(finished_run: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import imgclust.outputs.plots as plots
+
+    figures = tmp_path / "figures"
+    first = write_report(finished_run, figure_cache=figures).read_text(encoding="utf-8")
+    pngs = sorted(figures.glob("*.png"))
+    assert len(pngs) == 3  # the map, the centres and the confusion heatmap
+    for name in ("cluster_map_figure", "centroid_figure", "confusion_figure"):
+        monkeypatch.setattr(plots, name, lambda *a, **k: pytest.fail("drew a figure that was in the cache"))
+    assert write_report(finished_run, figure_cache=figures).read_text(encoding="utf-8") == first
+    monkeypatch.undo()
+    pngs[0].write_bytes(b"damaged")  # a damaged file is drawn again and replaced
+    assert write_report(finished_run, figure_cache=figures).read_text(encoding="utf-8") == first
+    assert pngs[0].read_bytes().startswith(b"\x89PNG")
+    assert write_report(finished_run).read_text(encoding="utf-8") == first  # no cache: the same page

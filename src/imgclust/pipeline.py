@@ -115,10 +115,21 @@ class RunResult:
 
 def open_cache(cache: CacheSetting, extractor: Extractor) -> EmbeddingCache | None:
     """The embedding cache for ``extractor``: True/None -> the default folder, False -> none, a path -> there."""
+    root = cache_root(cache)
+    return None if root is None else EmbeddingCache(root, extractor.cache_id(), extractor.dim, extractor.name)
+
+
+def cache_root(cache: CacheSetting) -> Path | None:
+    """The cache folder a cache setting means: True/None -> the default folder, False -> none, a path -> there."""
     if cache is False:
         return None
-    root = default_cache_dir() if cache in (None, True) else Path(cache)  # type: ignore[arg-type]
-    return EmbeddingCache(root, extractor.cache_id(), extractor.dim, extractor.name)
+    return default_cache_dir() if cache in (None, True) else Path(cache)  # type: ignore[arg-type]
+
+
+def figure_cache(cache: CacheSetting) -> Path | None:
+    """Where the report keeps drawn plots: a ``figures`` folder in the cache folder."""
+    root = cache_root(cache)
+    return None if root is None else root / "figures"
 
 
 def check_out_dir(images_dir: Path, out_dir: Path) -> None:
@@ -254,7 +265,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
         save_model(out_dir / MODEL_DIR, feats.extractor, config, result, summary)
     summary["timings"] = dict(timer.seconds)
     write_summary(out_dir / SUMMARY, summary)
-    write_report(out_dir)
+    write_report(out_dir, figure_cache=figure_cache(cache))
     return RunResult(out_dir, config, feats, result, metrics, summary)
 
 
@@ -285,7 +296,7 @@ def rebuild_report(out_dir: str | os.PathLike[str], *, map_method: str | None = 
         saved = load_report_data(out_dir, labels)  # keeps the clusterer's own centres when they were saved
         save_report_data(out_dir, X, labels, centers=None if saved is None else saved["centers"],
                          map_method=map_method or "pca", seed=config.seed)
-    return write_report(out_dir)
+    return write_report(out_dir, figure_cache=figure_cache(cache))
 
 
 def _summary(feats: Features, config: RunConfig, result: ClusterResult, metrics: dict[str, float] | None,

@@ -13,24 +13,11 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .._fs import atomic_write_bytes
-
-
-def cluster_colors(k: int) -> list[str]:
-    """One distinct colour per cluster, as '#rrggbb' strings (tab10, tab20, then evenly spaced hues)."""
-    from matplotlib import colormaps
-
-    if k <= 10:
-        cmap, n = colormaps["tab10"], 10
-    elif k <= 20:
-        cmap, n = colormaps["tab20"], 20
-    else:
-        cmap, n = colormaps["hsv"], k + 1
-    return [to_hex(cmap(i / n if n > 20 else i)) for i in range(k)]
+from .colors import cluster_colors
 
 
 def cluster_map_figure(coords: np.ndarray, labels: np.ndarray, *, k: int, method: str = "PCA") -> Figure:
