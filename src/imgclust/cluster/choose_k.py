@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import ParameterError
 from ..metrics import evaluate
 from .base import ClusterResult, cluster
-from .kmeans import nearest_centers
+from .kmeans import nearest_centers, small_problem_threads
 
 SWEEP_COLUMNS = ("k", "inertia", "silhouette", "calinski_harabasz", "davies_bouldin",
                  "accuracy_majority", "accuracy_hungarian", "nmi", "ari")
@@ -234,8 +234,6 @@ def sweep_k(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, labels_true: Seq
         >>> int(np.nanargmax(s.column("silhouette")))
         0
     """
-    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
-
     t0 = time.perf_counter()
     X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim != 2 or len(X) == 0:
@@ -257,23 +255,34 @@ def sweep_k(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, labels_true: Seq
         (k, cluster(X, k, method=method, seed=seed, **method_options)) for k in ks)
 
     rows = []
-    for i, (k, res) in enumerate(fits):
-        labels = res.labels
-        sil, sil_se = _silhouette(D, labels[idx])
-        defined = 2 <= len(np.unique(labels)) <= n - 1
-        row: dict[str, Any] = dict(
-            k=k, inertia=float(res.inertia), silhouette=sil, silhouette_se=sil_se,
-            calinski_harabasz=float(calinski_harabasz_score(X, labels)) if defined else math.nan,
-            davies_bouldin=float(davies_bouldin_score(X, labels)) if defined else math.nan)
-        if truth is not None:
-            scores = evaluate(truth, labels)
-            row.update(accuracy_majority=scores["accuracy_majority"], nmi=scores["nmi"], ari=scores["ari"],
-                       accuracy_hungarian=scores["accuracy_hungarian"] if k == n_labels else None)
-        rows.append(SweepRow(**row))
+    fit_iter = iter(fits)
+    for i, k in enumerate(ks):
+        with small_problem_threads(n * X.shape[1] * k):
+            k_fit, res = next(fit_iter)
+            rows.append(_sweep_row(X, k, res, D, idx, truth, n_labels))
         if progress is not None:
             progress("sweep", i + 1, len(ks))
     return Sweep(rows=rows, n_samples=n, silhouette_sample=len(idx), seed=seed,
                  engine="kmeans-warm" if fast else method, seconds=round(time.perf_counter() - t0, 4))
+
+
+def _sweep_row(X: np.ndarray, k: int, res: ClusterResult, D: np.ndarray, idx: np.ndarray, truth: np.ndarray | None,
+               n_labels: int) -> SweepRow:
+    """The criteria (and, with labels, the scores) of one k's clustering."""
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
+
+    labels = res.labels
+    sil, sil_se = _silhouette(D, labels[idx])
+    defined = 2 <= len(np.unique(labels)) <= len(X) - 1
+    row: dict[str, Any] = dict(
+        k=k, inertia=float(res.inertia), silhouette=sil, silhouette_se=sil_se,
+        calinski_harabasz=float(calinski_harabasz_score(X, labels)) if defined else math.nan,
+        davies_bouldin=float(davies_bouldin_score(X, labels)) if defined else math.nan)
+    if truth is not None:
+        scores = evaluate(truth, labels)
+        row.update(accuracy_majority=scores["accuracy_majority"], nmi=scores["nmi"], ari=scores["ari"],
+                   accuracy_hungarian=scores["accuracy_hungarian"] if k == n_labels else None)
+    return SweepRow(**row)
 
 
 def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str = "kmeans", seed: int = 0,
