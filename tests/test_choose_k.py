@@ -164,3 +164,62 @@ def test_sweep_rejects_k_larger_than_the_data() -> None:
     X, _ = blobs(2, n=10, dim=3)
     with pytest.raises(ParameterError, match="between 1 and the number of usable images"):
         sweep_k(X, [2, 11])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_criteria_equal_scikit_learns(seed: int):
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_samples
+
+    from imgclust.cluster.choose_k import _calinski_harabasz_davies_bouldin, _pairwise_distances, _silhouette
+
+    rng = np.random.default_rng(seed)
+    n, d, k = int(rng.integers(5, 300)), int(rng.integers(1, 40)), int(rng.integers(2, 12))
+    X = (rng.normal(size=(n, d)) + rng.integers(0, 4, size=(n, 1))).astype(np.float32)
+    labels = rng.integers(0, k, size=n)
+    labels[0] = k + 5  # a cluster of one sample (its silhouette is 0)
+    if len(np.unique(labels)) >= n:
+        labels[1] = labels[2]
+    sil, se = _silhouette(_pairwise_distances(X), labels)
+    ref = silhouette_samples(X.astype(np.float64), labels)
+    assert sil == pytest.approx(ref.mean(), abs=1e-5)
+    assert se == pytest.approx(ref.std(ddof=1) / np.sqrt(n), abs=1e-5)
+    ch, db = _calinski_harabasz_davies_bouldin(X, labels)
+    assert ch == pytest.approx(calinski_harabasz_score(X, labels), rel=1e-5)
+    assert db == pytest.approx(davies_bouldin_score(X, labels), rel=1e-5)
+
+
+def _curves():
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        ks = np.arange(int(rng.integers(2, 4)), int(rng.integers(6, 40)))
+        kind = i % 4
+        if kind == 0:  # power law plus a linear tail and noise
+            y = 1000 * ks.astype(float) ** -rng.uniform(0.2, 2.5) + rng.uniform(0, 5) * (ks.max() - ks)
+            y = y + rng.normal(0, rng.uniform(0, 3), len(ks))
+        elif kind == 1:  # exponential decay
+            y = 500 * np.exp(-ks / rng.uniform(1, 10)) + rng.normal(0, 1, len(ks))
+        elif kind == 2:  # real-looking inertia: slowly flattening, ties and plateaus
+            y = np.round(np.cumsum(rng.exponential(1, len(ks))[::-1])[::-1], 0)
+        else:  # arbitrary
+            y = rng.normal(0, 10, len(ks))
+        yield ks, y
+    yield np.arange(1, 7), np.array([100, 30, 12, 10, 9, 8.0])
+    yield np.arange(2, 10), np.linspace(10, 1, 8)  # a straight line: no elbow
+
+
+def test_kneedle_elbow_equals_kneed():
+    import warnings
+
+    from kneed import KneeLocator
+
+    from imgclust.cluster.choose_k import kneedle_elbow
+
+    found = 0
+    for ks, y in _curves():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            knee = KneeLocator(ks, y, S=1.0, curve="convex", direction="decreasing").knee
+        expected = None if knee is None else int(round(float(knee)))
+        assert kneedle_elbow(ks, y) == expected, (ks.tolist(), y.tolist())
+        found += expected is not None
+    assert found > 100  # most curves have an elbow: the comparison is not all None == None

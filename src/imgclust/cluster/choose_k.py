@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -37,7 +36,7 @@ import numpy as np
 from ..errors import ParameterError
 from ..metrics import evaluate
 from .base import ClusterResult, cluster
-from .kmeans import nearest_centers, small_problem_threads
+from .kmeans import ArrayAssigner, lloyd, small_problem_threads
 
 SWEEP_COLUMNS = ("k", "inertia", "silhouette", "calinski_harabasz", "davies_bouldin",
                  "accuracy_majority", "accuracy_hungarian", "nmi", "ari")
@@ -45,6 +44,7 @@ SILHOUETTE_SAMPLE = 2000
 FIRST_K_RESTARTS = 5
 SAMPLE_PER_CLUSTER = 40
 SAMPLE_MIN = 1000
+SWEEP_MAX_ITER = 300  # scikit-learn's KMeans default, which the sweep used before
 
 Progress = Callable[[str, int, int], None]
 
@@ -155,24 +155,44 @@ class KChoice:
     pick: KPick = field(repr=False)
 
 
-def kneedle_elbow(ks: Sequence[int], inertia: Sequence[float]) -> int | None:
-    """The elbow of a decreasing, convex curve by kneedle (Satopaa et al. 2011, ``kneed``), or None.
+def kneedle_elbow(ks: Sequence[int], inertia: Sequence[float], *, sensitivity: float = 1.0) -> int | None:
+    """The elbow of a decreasing, convex curve by kneedle (Satopaa et al. 2011), or None.
+
+    The same answer as ``kneed.KneeLocator(ks, inertia, S=sensitivity, curve="convex",
+    direction="decreasing").knee`` (offline mode, no smoothing; the tests compare them). It is written
+    out because importing ``kneed`` imports SciPy's signal module and matplotlib's pyplot, about 1 s,
+    which every automatic choice of k would pay.
 
     Example:
         >>> kneedle_elbow([1, 2, 3, 4, 5, 6], [100, 30, 12, 10, 9, 8])
         3
     """
-    from kneed import KneeLocator
-
     x = np.asarray(ks, dtype=float)
     y = np.asarray(inertia, dtype=float)
     ok = np.isfinite(y)
-    if ok.sum() < 3:
+    x, y = x[ok], y[ok]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # kneed warns when there is no elbow; None says so
-        knee = KneeLocator(x[ok], y[ok], S=1.0, curve="convex", direction="decreasing").knee
-    return None if knee is None else int(round(float(knee)))
+    xn = (x - x.min()) / np.ptp(x)
+    yn = (y - y.min()) / np.ptp(y)
+    diff = (yn.max() - yn) - xn  # the difference curve of the elbow turned into a knee
+    before, after = np.r_[diff[0], diff[:-1]], np.r_[diff[1:], diff[-1]]
+    maxima = set(np.flatnonzero((diff >= before) & (diff >= after)).tolist())
+    minima = set(np.flatnonzero((diff <= before) & (diff <= after)).tolist())
+    if not maxima:
+        return None
+    thresholds = iter(sorted(maxima))
+    step = sensitivity * abs(float(np.diff(xn).mean()))
+    threshold, at, active = 0.0, 0, True
+    for i in range(min(maxima), len(diff) - 1):
+        if i in maxima:
+            at = next(thresholds)
+            threshold, active = float(diff[at]) - step, True
+        if i in minima:  # after a local minimum, wait for the next local maximum
+            threshold, active = 0.0, False
+        if active and diff[i + 1] < threshold:
+            return int(round(float(x[at])))
+    return None
 
 
 def pick_k(sweep: Sweep) -> KPick:
@@ -269,15 +289,12 @@ def sweep_k(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, labels_true: Seq
 def _sweep_row(X: np.ndarray, k: int, res: ClusterResult, D: np.ndarray, idx: np.ndarray, truth: np.ndarray | None,
                n_labels: int) -> SweepRow:
     """The criteria (and, with labels, the scores) of one k's clustering."""
-    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
-
     labels = res.labels
     sil, sil_se = _silhouette(D, labels[idx])
     defined = 2 <= len(np.unique(labels)) <= len(X) - 1
-    row: dict[str, Any] = dict(
-        k=k, inertia=float(res.inertia), silhouette=sil, silhouette_se=sil_se,
-        calinski_harabasz=float(calinski_harabasz_score(X, labels)) if defined else math.nan,
-        davies_bouldin=float(davies_bouldin_score(X, labels)) if defined else math.nan)
+    ch, db = _calinski_harabasz_davies_bouldin(X, labels) if defined else (math.nan, math.nan)
+    row: dict[str, Any] = dict(k=k, inertia=float(res.inertia), silhouette=sil, silhouette_se=sil_se,
+                               calinski_harabasz=ch, davies_bouldin=db)
     if truth is not None:
         scores = evaluate(truth, labels)
         row.update(accuracy_majority=scores["accuracy_majority"], nmi=scores["nmi"], ari=scores["ari"],
@@ -330,48 +347,85 @@ def _pairwise_distances(S: np.ndarray) -> np.ndarray:
     return np.sqrt(D)
 
 
-def _silhouette(D: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Mean silhouette of the sample and its standard error (NaN where undefined)."""
-    from sklearn.metrics import silhouette_samples
+# The three criteria are scikit-learn's definitions, computed here in NumPy: importing scikit-learn
+# costs about 1.4 s, more than the whole sweep of a folder of 1000 images (the tests compare them).
 
-    n_clusters = len(np.unique(labels))
-    if not 2 <= n_clusters <= len(labels) - 1:
+def _silhouette(D: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Mean silhouette of the sample (distance matrix ``D``) and its standard error (NaN where undefined).
+
+    As ``sklearn.metrics.silhouette_samples(D, labels, metric="precomputed")``: a sample alone in its
+    cluster scores 0.
+    """
+    _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    n, c = len(labels), len(counts)
+    if not 2 <= c <= n - 1:
         return math.nan, math.nan
-    s = silhouette_samples(D, labels, metric="precomputed")
-    return float(s.mean()), float(s.std(ddof=1) / math.sqrt(len(s)))
+    sums = np.zeros((n, c))
+    for j in range(c):  # distance sums to each cluster, a column at a time (no n x c x n temporary)
+        sums[:, j] = D[:, inv == j].sum(axis=1)
+    own = counts[inv]
+    a = sums[np.arange(n), inv] / np.maximum(own - 1, 1)
+    means = sums / counts
+    means[np.arange(n), inv] = np.inf
+    b = means.min(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = np.where(own > 1, (b - a) / np.maximum(a, b), 0.0)
+    s = np.nan_to_num(s)
+    return float(s.mean()), float(s.std(ddof=1) / math.sqrt(n))
+
+
+def _calinski_harabasz_davies_bouldin(X: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Calinski-Harabasz (higher is better) and Davies-Bouldin (lower is better) of a partition of ``X``."""
+    _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    n, c = len(X), len(counts)
+    X64 = np.asarray(X, dtype=np.float64)
+    order = np.argsort(inv, kind="stable")
+    centers = np.add.reduceat(X64[order], np.r_[0, np.cumsum(counts)[:-1]], axis=0) / counts[:, None]
+    mean = X64.mean(axis=0)
+    between = float((counts * ((centers - mean) ** 2).sum(axis=1)).sum())
+    diff = X64 - centers[inv]
+    within = float((diff ** 2).sum())
+    ch = 1.0 if within == 0.0 else between * (n - c) / (within * (c - 1.0))
+    spread = np.bincount(inv, weights=np.sqrt((diff ** 2).sum(axis=1)), minlength=c) / counts
+    sq = (centers ** 2).sum(axis=1)
+    gaps = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * centers @ centers.T, 0.0))
+    if np.allclose(spread, 0.0) or np.allclose(gaps, 0.0):
+        return ch, 0.0
+    gaps[gaps == 0] = np.inf
+    ratio = (spread[:, None] + spread[None, :]) / gaps
+    np.fill_diagonal(ratio, -np.inf)
+    return ch, float(np.mean(ratio.max(axis=1)))
 
 
 def _warm_kmeans(X: np.ndarray, ks: Sequence[int], rng: np.random.Generator,
                  seed: int) -> Iterator[tuple[int, ClusterResult]]:
     """Yield (k, ClusterResult) for increasing k: the better of a warm start and a sample-fitted start."""
-    from sklearn.cluster import KMeans
-
+    data = ArrayAssigner(X)
     centers: np.ndarray | None = None
     labels = sq = None
     for k in ks:
         if centers is None or labels is None or sq is None:
             # The first k is the root of the whole path: give it the restarts of a from-scratch fit.
-            inits: list[tuple[np.ndarray | str, int]] = [("k-means++", FIRST_K_RESTARTS)]
+            fits = [lloyd(data, k, seed=_draw(rng), n_init=FIRST_K_RESTARTS, max_iter=SWEEP_MAX_ITER)]
         else:
-            inits = [(_split_clusters(X, centers, labels, sq, k, rng), 1), (_sample_fit(X, k, rng), 1)]
-        best = min((KMeans(n_clusters=k, init=init, n_init=n_init, random_state=int(rng.integers(2**31 - 1))).fit(X)
-                    for init, n_init in inits), key=lambda km: km.inertia_)
-        centers = best.cluster_centers_.astype(np.float32)
-        labels, sq = nearest_centers(X, centers)
-        yield k, ClusterResult(labels=labels, centers=centers, distances=np.sqrt(sq),
-                               inertia=float(sq.sum(dtype=np.float64)), k=k, seed=seed, method="kmeans",
-                               n_iter=int(best.n_iter_))
+            starts = (_split_clusters(X, centers, labels, sq, k, rng), _sample_fit(X, k, rng))
+            fits = [lloyd(data, k, seed=_draw(rng), init=start, max_iter=SWEEP_MAX_ITER) for start in starts]
+        best = min(fits, key=lambda r: r.inertia)
+        centers = best.centers
+        labels, sq = best.labels, best.distances.astype(np.float64) ** 2
+        yield k, best
+
+
+def _draw(rng: np.random.Generator) -> int:
+    return int(rng.integers(2**31 - 1))
 
 
 def _sample_fit(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """Centres of a k-means++ fit on a random sample (all of X when small): a fresh start that is already
     close to a fixed point, so Lloyd on all of X from it takes few iterations."""
-    from sklearn.cluster import KMeans
-
     m = min(len(X), max(SAMPLE_PER_CLUSTER * k, SAMPLE_MIN))
     S = X if m == len(X) else X[np.sort(rng.choice(len(X), size=m, replace=False))]
-    km = KMeans(n_clusters=k, n_init=1, random_state=int(rng.integers(2**31 - 1))).fit(S)
-    return np.asarray(km.cluster_centers_, dtype=np.float32)
+    return lloyd(ArrayAssigner(S), k, seed=_draw(rng), max_iter=SWEEP_MAX_ITER).centers
 
 
 def _split_clusters(X: np.ndarray, centers: np.ndarray, labels: np.ndarray, sq: np.ndarray, k: int,
@@ -382,8 +436,6 @@ def _split_clusters(X: np.ndarray, centers: np.ndarray, labels: np.ndarray, sq: 
     A new centre placed on a data point (k-means++ style) captures almost nothing in high dimensions,
     where every point is farther from any other point than from its cluster's mean; a split does not.
     """
-    from sklearn.cluster import KMeans
-
     grown = list(centers)
     labels = labels.copy()
     sse = np.bincount(labels, weights=sq, minlength=len(centers)).astype(np.float64)
@@ -395,12 +447,12 @@ def _split_clusters(X: np.ndarray, centers: np.ndarray, labels: np.ndarray, sq: 
             grown.extend(X[rng.choice(len(X), size=k - len(grown))])
             break
         members = np.flatnonzero(labels == j)
-        two = KMeans(n_clusters=2, n_init=1, random_state=int(rng.integers(2**31 - 1))).fit(X[members])
+        two = lloyd(ArrayAssigner(np.ascontiguousarray(X[members])), 2, seed=_draw(rng), max_iter=SWEEP_MAX_ITER)
         new = len(grown)
-        grown[j] = two.cluster_centers_[0]
-        grown.append(two.cluster_centers_[1])
-        part = two.labels_
-        d = ((X[members] - two.cluster_centers_[part]) ** 2).sum(axis=1)
+        grown[j] = two.centers[0]
+        grown.append(two.centers[1])
+        part = two.labels
+        d = ((X[members] - two.centers[part]) ** 2).sum(axis=1)
         labels[members[part == 1]] = new
         sse[j] = d[part == 0].sum()
         sse = np.append(sse, d[part == 1].sum())

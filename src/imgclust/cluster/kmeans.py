@@ -20,8 +20,10 @@ The assignment step is one float32 GEMM per chunk of rows (measured here 1.8x fa
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import mmap
+import sys
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -214,7 +216,8 @@ SMALL_PROBLEM = 100_000_000
 
 
 def lloyd(assigner: Assigner, k: int, *, seed: int = 0, n_init: int = 1, max_iter: int = 100, tol: float = 1e-4,
-          init_sample: int | None = None, max_points_per_centroid: int | None = None) -> ClusterResult:
+          init_sample: int | None = None, max_points_per_centroid: int | None = None,
+          init: np.ndarray | None = None) -> ClusterResult:
     """Run k-means ``n_init`` times from k-means++ seeds and keep the lowest inertia.
 
     Args:
@@ -229,6 +232,7 @@ def lloyd(assigner: Assigner, k: int, *, seed: int = 0, n_init: int = 1, max_ite
             random sample of m * k rows when there are more rows than that (as faiss does, with m = 256
             by default), then assigns every row to the final centres. ``history`` then holds the
             sample's inertia per iteration; ``inertia``, ``labels`` and ``distances`` cover all rows.
+        init: start from these (k, n_features) centres instead of k-means++ seeds (then n_init must be 1).
 
     Returns:
         :class:`ClusterResult`; ``info`` records ``n_init``, the best ``restart``,
@@ -236,10 +240,13 @@ def lloyd(assigner: Assigner, k: int, *, seed: int = 0, n_init: int = 1, max_ite
     """
     if n_init < 1 or max_iter < 1:
         raise ParameterError(f"n_init and max_iter must be at least 1; got {n_init} and {max_iter}.")
+    if init is not None and (n_init != 1 or np.shape(init) != (k, assigner.n_features)):
+        raise ParameterError(f"init must be {k} x {assigner.n_features} centres with n_init=1; "
+                             f"got shape {np.shape(init)} and n_init={n_init}.")
     if max_points_per_centroid is not None and max_points_per_centroid < 1:
         raise ParameterError(f"max_points_per_centroid must be at least 1 or None; got {max_points_per_centroid}.")
     with small_problem_threads(assigner.n_samples * assigner.n_features * k):
-        return _lloyd(assigner, k, seed, n_init, max_iter, tol, init_sample, max_points_per_centroid)
+        return _lloyd(assigner, k, seed, n_init, max_iter, tol, init_sample, max_points_per_centroid, init)
 
 
 def small_problem_threads(size: int) -> contextlib.AbstractContextManager[Any]:
@@ -251,13 +258,26 @@ def small_problem_threads(size: int) -> contextlib.AbstractContextManager[Any]:
     """
     if size > SMALL_PROBLEM:
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
+    return _thread_controller().limit(limits=1)
 
-    return threadpool_limits(1)
+
+@functools.lru_cache(maxsize=4)
+def _thread_controller_for(loaded: tuple[str, ...]) -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _thread_controller() -> Any:
+    """A threadpoolctl controller, made again only when a library with its own thread pool was imported
+    since: finding the pools reads the process's loaded libraries (about 3 ms each time, which a sweep
+    of small fits would pay hundreds of times)."""
+    return _thread_controller_for(tuple(m for m in ("numpy", "scipy", "sklearn", "torch", "faiss", "onnxruntime")
+                                        if m in sys.modules))
 
 
 def _lloyd(assigner: Assigner, k: int, seed: int, n_init: int, max_iter: int, tol: float, init_sample: int | None,
-           max_points_per_centroid: int | None) -> ClusterResult:
+           max_points_per_centroid: int | None, init: np.ndarray | None = None) -> ClusterResult:
     rng = np.random.default_rng(seed)
     n = assigner.n_samples
     best: ClusterResult | None = None
@@ -268,8 +288,11 @@ def _lloyd(assigner: Assigner, k: int, seed: int, n_init: int, max_iter: int, to
         run_rng = np.random.default_rng(run_seed)
         # The iterations run on `train`: all the data, or a random sample of n_train rows held in memory.
         train: Assigner = assigner if n_train == n else ArrayAssigner(assigner.sample(n_train, run_rng))
-        S = train.sample(sample_n, run_rng) if n_train > sample_n else train.rows(np.arange(n_train))
-        centers = kmeans_plusplus(S, k, run_rng)
+        if init is None:
+            S = train.sample(sample_n, run_rng) if n_train > sample_n else train.rows(np.arange(n_train))
+            centers = kmeans_plusplus(S, k, run_rng)
+        else:
+            centers = np.array(init, dtype=np.float32)
         history: list[float] = []
         prev = np.inf
         labels = sq = None
