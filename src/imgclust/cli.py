@@ -180,26 +180,35 @@ def run(images_dir: Path, out_dir: Path, features: str, size: int | None, weight
     print_run_summary(result.summary, out_dir)
 
 
+def _print_failed(s: dict[str, Any]) -> None:
+    if s["n_failed"]:
+        bad = ", ".join(f"{n} {st}" for st, n in s["statuses"].items() if st != "ok")
+        out.print(f"[yellow]{s['n_failed']} files could not be used[/] ({bad}); see assignments.csv.", highlight=False)
+
+
+def _print_cluster_table(s: dict[str, Any], title: str, name_column: str) -> None:
+    """Images per cluster, with the cluster names when the summary has them."""
+    table = Table(title=title, show_edge=False)
+    table.add_column("cluster", justify="right")
+    table.add_column("images", justify="right")
+    names = s.get("cluster_names") or {}
+    if names:
+        table.add_column(name_column)
+    for c, n in enumerate(s["cluster_sizes"]):
+        table.add_row(str(c), str(n), *([escape(names.get(str(c), ""))] if names else []))
+    out.print(table)
+
+
 def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     s = summary
     how = f" (chosen automatically: {s.get('k_reason', '')})" if s.get("k_auto") else ""
     out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images clustered into [bold]{s['k']}[/] groups "
               f"with {s['features']} + {s['method']}{how}.", highlight=False)
-    if s["n_failed"]:
-        bad = ", ".join(f"{n} {st}" for st, n in s["statuses"].items() if st != "ok")
-        out.print(f"[yellow]{s['n_failed']} files could not be used[/] ({bad}); see assignments.csv.", highlight=False)
+    _print_failed(s)
     if s.get("n_duplicates"):
         out.print(f"{s['n_duplicates']} files are exact copies of another file; see duplicate_of in assignments.csv.",
                   highlight=False)
-    table = Table(title="Cluster sizes", show_edge=False)
-    table.add_column("cluster", justify="right")
-    table.add_column("images", justify="right")
-    names = s.get("cluster_names") or {}
-    if names:
-        table.add_column("suggested name")
-    for c, n in enumerate(s["cluster_sizes"]):
-        table.add_row(str(c), str(n), *( [escape(names.get(str(c), ""))] if names else []))
-    out.print(table)
+    _print_cluster_table(s, "Cluster sizes", "suggested name")
     if "metrics" in s:
         m = s["metrics"]
         out.print(f"Against the {s['labels_mode']} labels ({s['n_labels']} classes): "
@@ -405,18 +414,8 @@ def assign(model_dir: Path, images_dir: Path, out_dir: Path, weights: Path | Non
     out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images assigned to the {s['k']} clusters of {result.model.path} "
               f"({s['n_outliers']} outliers: farther than {s['outlier_percentile']:g}% of the cluster's members "
               "were at fit time).", highlight=False)
-    if s["n_failed"]:
-        bad = ", ".join(f"{n} {st}" for st, n in s["statuses"].items() if st != "ok")
-        out.print(f"[yellow]{s['n_failed']} files could not be used[/] ({bad}); see assignments.csv.", highlight=False)
-    table = Table(title="Images per cluster", show_edge=False)
-    table.add_column("cluster", justify="right")
-    table.add_column("images", justify="right")
-    names = s.get("cluster_names") or {}
-    if names:
-        table.add_column("name")
-    for c, n in enumerate(s["cluster_sizes"]):
-        table.add_row(str(c), str(n), *([names.get(str(c), "")] if names else []))
-    out.print(table)
+    _print_failed(s)
+    _print_cluster_table(s, "Images per cluster", "name")
     if "metrics" in s:
         m = s["metrics"]
         out.print(f"Against the {s['labels_mode']} labels ({s['n_labels']} classes): "

@@ -44,6 +44,15 @@ class Confusion:
         """cluster id -> its most common label (ties: the first in sorted label order)."""
         return {c: self.labels[int(np.argmax(row))] for c, row in zip(self.clusters, self.matrix, strict=True)}
 
+    def accuracy_hungarian(self) -> float:
+        """One-to-one accuracy: the share of samples that agree under :meth:`hungarian_mapping`."""
+        rows, cols = linear_sum_assignment(-self.matrix)
+        return float(self.matrix[rows, cols].sum() / self.matrix.sum())
+
+    def accuracy_majority(self) -> float:
+        """Many-to-one accuracy: the share of samples that carry their cluster's most common label."""
+        return float(self.matrix.max(axis=1).sum() / self.matrix.sum())
+
     def nmi(self) -> float:
         """Normalised mutual information (arithmetic-mean normalisation, scikit-learn's default)."""
         m = self.matrix
@@ -158,9 +167,7 @@ def accuracy_hungarian(labels_true: Sequence[Any] | np.ndarray, labels_pred: Seq
         >>> accuracy_hungarian(["a", "a", "b", "b"], [1, 1, 0, 0])
         1.0
     """
-    c = confusion(labels_true, labels_pred)
-    rows, cols = linear_sum_assignment(-c.matrix)
-    return float(c.matrix[rows, cols].sum() / c.matrix.sum())
+    return confusion(labels_true, labels_pred).accuracy_hungarian()
 
 
 def accuracy_majority(labels_true: Sequence[Any] | np.ndarray, labels_pred: Sequence[Any] | np.ndarray) -> float:
@@ -170,8 +177,7 @@ def accuracy_majority(labels_true: Sequence[Any] | np.ndarray, labels_pred: Sequ
         >>> accuracy_majority(["a", "a", "b", "b"], [0, 1, 2, 2])
         1.0
     """
-    c = confusion(labels_true, labels_pred)
-    return float(c.matrix.max(axis=1).sum() / c.matrix.sum())
+    return confusion(labels_true, labels_pred).accuracy_majority()
 
 
 def evaluate(labels_true: Sequence[Any] | np.ndarray, labels_pred: Sequence[Any] | np.ndarray) -> dict[str, float]:
@@ -182,11 +188,5 @@ def evaluate(labels_true: Sequence[Any] | np.ndarray, labels_pred: Sequence[Any]
         1.0
     """
     c = confusion(labels_true, labels_pred)
-    rows, cols = linear_sum_assignment(-c.matrix)
-    total = c.matrix.sum()
-    return {
-        "accuracy_hungarian": float(c.matrix[rows, cols].sum() / total),
-        "accuracy_majority": float(c.matrix.max(axis=1).sum() / total),
-        "nmi": float(c.nmi()),
-        "ari": float(c.ari()),
-    }
+    return {"accuracy_hungarian": c.accuracy_hungarian(), "accuracy_majority": c.accuracy_majority(),
+            "nmi": c.nmi(), "ari": c.ari()}

@@ -278,7 +278,7 @@ def sweep_k(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, labels_true: Seq
     fit_iter = iter(fits)
     for i, k in enumerate(ks):
         with small_problem_threads(n * X.shape[1] * k):
-            k_fit, res = next(fit_iter)
+            _, res = next(fit_iter)  # the fits come in the order of ks
             rows.append(_sweep_row(X, k, res, D, idx, truth, n_labels))
         if progress is not None:
             progress("sweep", i + 1, len(ks))

@@ -264,9 +264,22 @@ def png_data_uri(data: bytes) -> str:
 
 
 def figure_data_uri(fig: Any) -> str:
+    return png_data_uri(_png(fig))
+
+
+def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return png_data_uri(buf.getvalue())
+    return buf.getvalue()
+
+
+@lru_cache(maxsize=1)
+def _figure_versions() -> str:
+    from importlib.metadata import version
+
+    from .. import __version__
+
+    return f"{__version__}|{version('matplotlib')}"
 
 
 FIGURES_KEPT = 256  # newest figure files kept in the figure cache
@@ -282,11 +295,7 @@ def cached_figure_uri(cache_dir: Path | None, make: str, *args: Any, **kwargs: A
     """
     if cache_dir is None:
         return figure_data_uri(_draw(make, args, kwargs))
-    from importlib.metadata import version
-
-    from .. import __version__
-
-    digest = hashlib.sha256(f"{__version__}|{version('matplotlib')}|{make}".encode())
+    digest = hashlib.sha256(f"{_figure_versions()}|{make}".encode())
     for part in (*args, *sorted(kwargs.items())):
         if isinstance(part, np.ndarray):
             digest.update(f"{part.dtype}{part.shape}".encode())
@@ -302,14 +311,13 @@ def cached_figure_uri(cache_dir: Path | None, make: str, *args: Any, **kwargs: A
             return png_data_uri(data)
     except OSError:
         pass
-    buf = io.BytesIO()
-    _draw(make, args, kwargs).savefig(buf, format="png")
+    png = _png(_draw(make, args, kwargs))
     try:
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, png)
         _prune(cache_dir)
     except (OSError, OutputError) as exc:
         log.info("Could not keep a figure in %s: %s", cache_dir, exc)
-    return png_data_uri(buf.getvalue())
+    return png_data_uri(png)
 
 
 def _draw(make: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
