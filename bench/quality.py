@@ -5,7 +5,18 @@ each registered clusterer, clusters the cached vectors with k = number of labels
 row: one-to-one (Hungarian) and many-to-one (majority) accuracy, NMI, ARI and the seconds the
 clustering step took. The same rows are written as CSV to --out.
 
+Beyond the datasets themselves (so that a default is not tuned to them):
+
+- ``--subsets N`` adds N random class subsets of every dataset (seeded: 3 to C-1 of its C classes,
+  or all classes when C <= 3, each class keeping a random 30-100 % of its images, so the groups are
+  also unbalanced), and prints per method the mean accuracy and the subsets where it is below
+  plain k-means.
+- ``--junk N`` adds N junk images (uniform noise, flat colours and a grey ramp, embedded by the same
+  extractor) to every dataset and scores the real images only: how a method copes with a few
+  unusable pictures in a folder.
+
     PYTHONPATH=src python bench/quality.py --cache /tmp/ic-cache --out quality.csv
+    PYTHONPATH=src python bench/quality.py --cache /tmp/ic-cache --subsets 16 --junk 21 --out robust.csv
 """
 
 from __future__ import annotations
@@ -17,12 +28,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 import imgclust
 from imgclust._fs import atomic_write_text
 from imgclust.cluster import list_clusterers
+from imgclust.features import get_extractor
 
 REPO = Path(__file__).resolve().parents[1]
-FIELDS = ["dataset", "n", "k", "method", "accuracy_hungarian", "accuracy_majority", "nmi", "ari", "seconds"]
+FIELDS = ["dataset", "variant", "n", "k", "method", "accuracy_hungarian", "accuracy_majority", "nmi", "ari", "seconds"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None, help="embedding cache folder (default: the usual one)")
     ap.add_argument("--methods", default=None, help="comma-separated methods (default: every registered one)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--subsets", type=int, default=0, help="random class subsets per dataset (default 0)")
+    ap.add_argument("--junk", type=int, default=0, help="junk images added to every dataset (default 0)")
     ap.add_argument("--out", type=Path, default=Path("quality.csv"), help="CSV written here")
     args = ap.parse_args(argv)
 
@@ -42,25 +58,36 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",") if args.methods else [s.name for s in list_clusterers()]
     config = imgclust.RunConfig(features=args.features, labels="folder")
     rows = []
-    header = f"{'dataset':24s} {'n':>5s} {'k':>3s} {'method':10s} {'acc 1:1':>8s} {'acc n:1':>8s} {'NMI':>6s} {'ARI':>6s} {'s':>7s}"
+    header = (f"{'dataset':24s} {'variant':12s} {'n':>5s} {'k':>3s} {'method':10s} {'acc 1:1':>8s} {'acc n:1':>8s} "
+              f"{'NMI':>6s} {'ARI':>6s} {'s':>7s}")
     print(header)
+    rng = np.random.default_rng(args.seed)
+    junk = junk_vectors(config, args.junk) if args.junk else None
     for ds in sorted(p for p in args.datasets.iterdir() if p.is_dir()):
         feats = imgclust.load_features(ds, config, cache=args.cache if args.cache else True)
-        labels_true = feats.labels_true
-        if labels_true is None:
+        if feats.labels_true is None:
             continue
-        k = len(set(labels_true))
-        for method in methods:
-            t0 = time.perf_counter()
-            result = imgclust.cluster(feats.X, k, method=method, seed=args.seed)
-            seconds = time.perf_counter() - t0
-            m = imgclust.evaluate(labels_true, result.labels)
-            row = {"dataset": ds.name, "n": len(feats.X), "k": k, "method": method,
-                   **{key: round(m[key], 4) for key in ("accuracy_hungarian", "accuracy_majority", "nmi", "ari")},
-                   "seconds": round(seconds, 2)}
-            rows.append(row)
-            print(f"{ds.name:24s} {row['n']:5d} {k:3d} {method:10s} {row['accuracy_hungarian']:8.4f} "
-                  f"{row['accuracy_majority']:8.4f} {row['nmi']:6.4f} {row['ari']:6.4f} {row['seconds']:7.2f}", flush=True)
+        X, y = feats.X, np.asarray(feats.labels_true)
+        variants = [("full", X, y)]
+        if junk is not None:
+            variants.append((f"+{len(junk)} junk", np.concatenate([X, junk.astype(X.dtype)]), y))
+        variants += [(f"subset {i}", X[idx], y[idx]) for i, idx in enumerate(class_subsets(y, args.subsets, rng))]
+        for variant, Xv, yv in variants:
+            k = len(set(yv))
+            for method in methods:
+                t0 = time.perf_counter()
+                result = imgclust.cluster(Xv, k, method=method, seed=args.seed)
+                seconds = time.perf_counter() - t0
+                m = imgclust.evaluate(yv, result.labels[:len(yv)])  # junk rows (appended) are not scored
+                row = {"dataset": ds.name, "variant": variant, "n": len(Xv), "k": k, "method": method,
+                       **{key: round(m[key], 4) for key in ("accuracy_hungarian", "accuracy_majority", "nmi", "ari")},
+                       "seconds": round(seconds, 2)}
+                rows.append(row)
+                print(f"{ds.name:24s} {variant:12s} {row['n']:5d} {k:3d} {method:10s} {row['accuracy_hungarian']:8.4f} "
+                      f"{row['accuracy_majority']:8.4f} {row['nmi']:6.4f} {row['ari']:6.4f} {row['seconds']:7.2f}",
+                      flush=True)
+    if args.subsets:
+        print_subset_summary(rows, methods)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -68,6 +95,52 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(args.out, buf.getvalue())
     print(f"wrote {args.out}")
     return 0
+
+
+def class_subsets(y: np.ndarray, count: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``count`` random subsets of the rows: 3 to C-1 classes (all when C <= 3), 30-100 % of each class."""
+    classes = np.unique(y)
+    out = []
+    for _ in range(count):
+        n_classes = len(classes) if len(classes) <= 3 else int(rng.integers(3, len(classes)))
+        picked = rng.choice(classes, size=n_classes, replace=False)
+        out.append(np.sort(np.concatenate([
+            rng.choice(np.flatnonzero(y == c), size=max(1, int(np.sum(y == c) * rng.uniform(0.3, 1.0))), replace=False)
+            for c in picked])))
+    return out
+
+
+def junk_vectors(config: imgclust.RunConfig, count: int) -> np.ndarray:
+    """Vectors of ``count`` unusable pictures: half uniform noise, the rest flat colours, one grey ramp."""
+    from PIL import Image
+
+    rng = np.random.default_rng(12345)
+    n_noise = count // 2
+    images = [Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)) for _ in range(n_noise)]
+    images += [Image.new("RGB", (300, 200), tuple(int(c) for c in rng.integers(0, 256, 3)))
+               for _ in range(max(0, count - n_noise - 1))]
+    if count > n_noise:
+        ramp = np.repeat(np.linspace(0, 255, 224, dtype=np.float32)[None, :, None], 3, axis=2)
+        images.append(Image.fromarray(np.repeat(ramp, 224, axis=0).astype(np.uint8)))
+    extractor = get_extractor(config.features, **config.feature_options)
+    return np.asarray(extractor.embed(np.stack([extractor.prepare(im) for im in images])))
+
+
+def print_subset_summary(rows: list[dict], methods: list[str]) -> None:
+    """Mean one-to-one accuracy over the subsets per method, and where each is below plain k-means."""
+    subsets = [r for r in rows if r["variant"].startswith("subset")]
+    by_case: dict[tuple[str, str], dict[str, float]] = {}
+    for r in subsets:
+        by_case.setdefault((r["dataset"], r["variant"]), {})[r["method"]] = r["accuracy_hungarian"]
+    print(f"\nover {len(by_case)} random class subsets (one-to-one accuracy):")
+    for method in methods:
+        acc = np.array([case[method] for case in by_case.values()])
+        line = f"  {method:10s} mean {acc.mean():.4f}"
+        if "kmeans" in methods and method != "kmeans":
+            base = np.array([case["kmeans"] for case in by_case.values()])
+            line += (f"; below kmeans on {int(np.sum(acc < base))} (by more than 0.02 on "
+                     f"{int(np.sum(acc < base - 0.02))}), above on {int(np.sum(acc > base))}")
+        print(line)
 
 
 if __name__ == "__main__":

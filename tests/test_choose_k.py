@@ -84,6 +84,37 @@ def test_sweep_with_another_method_fits_every_k_through_the_registry() -> None:
     assert sweep_k(X, [2, 3]).engine == "kmeans-warm"
 
 
+@pytest.mark.parametrize("n", [60, 700])  # 60: the neighbour cap n // (2 k) changes the graph with k
+def test_spectral_sweep_shares_one_graph_and_equals_fitting_every_k(n: int) -> None:
+    from imgclust.cluster.spectral import fit_spectral, fit_spectral_many
+
+    X, _ = blobs(4, n=n, dim=8, seed=3)
+    X = X + np.random.default_rng(0).normal(0, 4, X.shape).astype(np.float32)  # one connected graph
+    ks = [1, 2, 3, 4, 6, 9, n]
+    many = list(fit_spectral_many(X, ks, seed=2, n_neighbors=12))
+    assert [k for k, _ in many] == ks
+    for k, res in many:
+        single = fit_spectral(X, k, seed=2, n_neighbors=12)
+        assert np.array_equal(res.labels, single.labels), k
+        np.testing.assert_allclose(res.centers, single.centers, rtol=1e-5, atol=1e-6)
+        assert res.info["n_neighbors"] == single.info["n_neighbors"]
+        np.testing.assert_allclose(res.info["eigenvalues"], single.info["eigenvalues"], atol=1e-5)
+    s = sweep_k(X, ks[1:-1], method="spectral", seed=2, n_neighbors=12)
+    assert s.engine == "spectral-shared" and s.ks == ks[1:-1]
+
+
+def test_auto_k_scores_the_method_s_own_groups() -> None:
+    """Two moons: k-means' round groups make k-means' criteria favour many clusters, while the groups
+    spectral finds are best at k = 2; the automatic k follows the method that will be used."""
+    from sklearn.datasets import make_moons
+
+    X, y = make_moons(400, noise=0.06, random_state=0)
+    by_kmeans, by_spectral = choose_k(X, (2, 10), method="kmeans"), choose_k(X, (2, 10), method="spectral")
+    assert by_spectral.sweep.engine == "spectral-shared" and by_kmeans.sweep.engine == "kmeans-warm"
+    assert by_spectral.k == 2 < by_kmeans.k
+    assert by_spectral.result.method == "spectral"
+
+
 def test_sweep_row_as_csv_row_has_the_columns_and_blanks() -> None:
     row = SweepRow(k=3, inertia=12.3456789, silhouette=math.nan, silhouette_se=math.nan, calinski_harabasz=1.0,
                    davies_bouldin=2.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,11 +53,17 @@ Clusterer = Callable[..., ClusterResult]
 
 @dataclass(frozen=True)
 class ClustererSpec:
-    """A registry entry: ``fit(X, k, *, seed, **options) -> ClusterResult``."""
+    """A registry entry: ``fit(X, k, *, seed, **options) -> ClusterResult``.
+
+    ``fit_many(X, ks, *, seed, **options)``, where a method has one, yields ``(k, result)`` for every k of
+    ``ks`` in increasing order, sharing work across k (the sweep over k uses it); each result is that
+    of ``fit`` at k, up to numerical tolerance.
+    """
 
     name: str
     fit: Clusterer
     description: str
+    fit_many: Callable[..., Iterator[tuple[int, ClusterResult]]] | None = None
 
 
 _CLUSTERERS: dict[str, ClustererSpec] = {}

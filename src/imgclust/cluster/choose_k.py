@@ -1,6 +1,8 @@
 """Choosing k: a sweep over many k that reuses work across k, the criteria, and the automatic rule.
 
-The sweep fits k-means at every k of a list, in increasing order, and reuses work across k. The first
+The sweep clusters with the chosen method at every k of a list, in increasing order, and reuses work
+across k: spectral builds its neighbour graph and eigenvectors once (``fit_many`` in the registry);
+k-means runs the warm path below. For k-means, the first
 k is the best of a few k-means++ restarts. Every later k runs Lloyd from two starts and keeps the
 better: the previous k's centres with the clusters of largest inertia split in two (as bisecting
 k-means does), and the centres of a k-means++ fit on a random sample (``SAMPLE_PER_CLUSTER`` rows per
@@ -9,7 +11,8 @@ iterations: a sweep costs a few short runs per k instead of the ten full restart
 fit, with inertia within about 1% of them (see ``bench/sweep.py``). The silhouette is computed on a
 seeded sample of at most ``silhouette_sample`` rows whose distance matrix is computed once for all k.
 
-The automatic rule (:func:`pick_k`), documented in ``docs/choosing-k.md``:
+The automatic rule (:func:`pick_k`), documented in ``docs/choosing-k.md``, applied to the criteria of
+the method's own clusterings (so that k is chosen for the groups that method finds):
 
 1. Silhouette first: it compares each sample's distance to its own cluster with its distance to the
    nearest other cluster, so unlike inertia it does not improve just because k grows.
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -35,7 +38,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..metrics import evaluate
-from .base import ClusterResult, cluster
+from .base import ClusterResult, cluster, get_clusterer
 from .kmeans import ArrayAssigner, lloyd, small_problem_threads
 
 SWEEP_COLUMNS = ("k", "inertia", "silhouette", "calinski_harabasz", "davies_bouldin",
@@ -233,7 +236,8 @@ def sweep_k(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, labels_true: Seq
     """Cluster ``X`` at every k in ``ks`` and compute the criteria (and scores, with labels).
 
     With ``method="kmeans"`` and no options, the fast warm-started sweep of the module docstring is used;
-    any other method (or options) is fitted from scratch at every k through the registry.
+    a method with a ``fit_many`` in the registry (spectral) shares its work across k through it; any
+    other method is fitted from scratch at every k.
 
     Args:
         X: np.ndarray of shape (n_samples, n_features).
@@ -270,9 +274,15 @@ def sweep_k(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, labels_true: Seq
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, size=min(silhouette_sample, n), replace=False))
     D = _pairwise_distances(X[idx])
-    fast = method == "kmeans" and not method_options
-    fits = _warm_kmeans(X, ks, rng, seed) if fast else (
-        (k, cluster(X, k, method=method, seed=seed, **method_options)) for k in ks)
+    spec = get_clusterer(method)
+    fits: Iterator[tuple[int, ClusterResult]] | Iterable[tuple[int, ClusterResult]]
+    if method == "kmeans" and not method_options:
+        fits, engine = _warm_kmeans(X, ks, rng, seed), "kmeans-warm"
+    elif spec.fit_many is not None:
+        fits, engine = spec.fit_many(X, ks, seed=seed, **method_options), f"{method}-shared"
+    else:
+        fits = ((k, cluster(X, k, method=method, seed=seed, **method_options)) for k in ks)
+        engine = method
 
     rows = []
     fit_iter = iter(fits)
@@ -283,7 +293,7 @@ def sweep_k(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, labels_true: Seq
         if progress is not None:
             progress("sweep", i + 1, len(ks))
     return Sweep(rows=rows, n_samples=n, silhouette_sample=len(idx), seed=seed,
-                 engine="kmeans-warm" if fast else method, seconds=round(time.perf_counter() - t0, 4))
+                 engine=engine, seconds=round(time.perf_counter() - t0, 4))
 
 
 def _sweep_row(X: np.ndarray, k: int, res: ClusterResult, D: np.ndarray, idx: np.ndarray, truth: np.ndarray | None,
@@ -306,8 +316,10 @@ def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str =
              progress: Progress | None = None, **method_options: Any) -> KChoice:
     """Choose k automatically over ``k_range`` and fit ``method`` at that k.
 
-    The criteria are always computed on the fast k-means sweep of X (independent of ``method``); the
-    chosen k is then fitted with ``cluster(X, k, method=method, seed=seed, **method_options)``.
+    The criteria are computed on ``method``'s own clusterings at every k (:func:`sweep_k`: the warm
+    k-means sweep for k-means, one shared graph and eigensolve for spectral), so the k is chosen for
+    the groups the method actually finds; the chosen k is then fitted with
+    ``cluster(X, k, method=method, seed=seed, **method_options)``, exactly what ``--k`` would give.
 
     Args:
         X: np.ndarray of shape (n_samples, n_features).
@@ -333,7 +345,7 @@ def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str =
     if lo < 1 or hi < max(lo, 2):
         raise ParameterError(f"Automatic k needs a range with a k between 2 and the number of images minus 1 "
                              f"({len(X) - 1}); got {k_range[0]}-{k_range[1]}. Give --k or widen --k-range.")
-    sweep = sweep_k(X, range(lo, hi + 1), seed=seed, progress=progress)
+    sweep = sweep_k(X, range(lo, hi + 1), seed=seed, method=method, progress=progress, **method_options)
     pick = pick_k(sweep)
     result = cluster(X, pick.k, method=method, seed=seed, **method_options)
     return KChoice(k=pick.k, reason=pick.reason, result=result, sweep=sweep, pick=pick)

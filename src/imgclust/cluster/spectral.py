@@ -22,6 +22,7 @@ vectors this way approximates the graph labels (it is how k-means would assign t
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -117,24 +118,56 @@ def fit_spectral(X: np.ndarray, k: int, *, seed: int = 0, n_neighbors: int = DEF
         >>> fit_spectral(X, 2).sizes.tolist()
         [20, 20]
     """
+    ((_, result),) = fit_spectral_many(X, [k], seed=seed, n_neighbors=n_neighbors, center=center)
+    return result
+
+
+def fit_spectral_many(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, n_neighbors: int = DEFAULT_NEIGHBORS,
+                      center: bool = False) -> Iterator[tuple[int, ClusterResult]]:
+    """:func:`fit_spectral` at every k of ``ks`` (in increasing order), sharing the work across k.
+
+    The neighbour graph is built once per neighbour count (the cap n // (2 k) only changes it for
+    small folders), and its leading eigenvectors are computed once, for the largest k that uses it:
+    the embedding at k is the first k of them. Only the k-means on the embedding runs per k, so a
+    sweep over k = 2-30 costs about one fit plus 29 small k-means. The eigenvectors of one eigensolve
+    for the largest k equal those of a solve for each k up to the solver's tolerance (1e-6) and sign,
+    which k-means on the row-normalised embedding does not see. The exception is a graph with more
+    than k separate parts: the eigenvalue 1 then repeats more than k times, and any k of its
+    eigenvectors are an equally arbitrary choice, in a single fit as here.
+
+    Yields:
+        (k, :class:`ClusterResult`) for every k of ``ks``, increasing.
+    """
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer) or n_neighbors < 1:
         raise ParameterError(f"n_neighbors must be a whole number >= 1; got {n_neighbors!r}.")
     X = np.asarray(X, dtype=np.float32)
     n = len(X)
+    ks = sorted({int(k) for k in ks})
     # More neighbours than half an average group would tie groups together (small folders).
-    m = int(max(1, min(n_neighbors, n // (2 * k), n - 1)))
-    info: dict[str, Any] = {"graph": "knn-cosine", "n_neighbors": m, "center": bool(center),
-                            "assign": "nearest_center", "assign_space": "input", "transform": None}
-    if k == 1 or k == n:
-        labels = np.zeros(n, dtype=np.int64) if k == 1 else np.arange(n, dtype=np.int64)
-        info["eigenvalues"] = []
-        return _result(X, labels, k, seed, info, n_iter=0)
-    Z = X - X.mean(axis=0) if center else X
-    Z = _unit_rows(Z).astype(np.float32)
-    vals, U = spectral_embedding(Z, k, m, seed)
-    info["eigenvalues"] = [round(float(v), 6) for v in vals]
-    emb = fit_kmeans(_unit_rows(U).astype(np.float32), k, seed=seed, n_init=10)
-    return _result(X, emb.labels, k, seed, info, n_iter=emb.n_iter, history=emb.history)
+    neighbors = {k: int(max(1, min(n_neighbors, n // (2 * k), n - 1))) for k in ks}
+    largest: dict[int, int] = {}  # neighbour count -> the largest k (with a graph) that uses it
+    for k in ks:
+        if 1 < k < n:
+            largest[neighbors[k]] = max(largest.get(neighbors[k], 0), k)
+    Z: np.ndarray | None = None
+    embeddings: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for k in ks:
+        m = neighbors[k]
+        info: dict[str, Any] = {"graph": "knn-cosine", "n_neighbors": m, "center": bool(center),
+                                "assign": "nearest_center", "assign_space": "input", "transform": None}
+        if k == 1 or k == n:
+            labels = np.zeros(n, dtype=np.int64) if k == 1 else np.arange(n, dtype=np.int64)
+            info["eigenvalues"] = []
+            yield k, _result(X, labels, k, seed, info, n_iter=0)
+            continue
+        if m not in embeddings:
+            if Z is None:
+                Z = _unit_rows(X - X.mean(axis=0) if center else X).astype(np.float32)
+            embeddings[m] = spectral_embedding(Z, largest[m], m, seed)
+        vals, U = embeddings[m]
+        info["eigenvalues"] = [round(float(v), 6) for v in vals[:k]]
+        emb = fit_kmeans(_unit_rows(U[:, :k]).astype(np.float32), k, seed=seed, n_init=10)
+        yield k, _result(X, emb.labels, k, seed, info, n_iter=emb.n_iter, history=emb.history)
 
 
 def _result(X: np.ndarray, labels: np.ndarray, k: int, seed: int, info: dict[str, Any], *, n_iter: int,
@@ -157,6 +190,7 @@ def _result(X: np.ndarray, labels: np.ndarray, k: int, seed: int, info: dict[str
 register_clusterer(ClustererSpec(
     name="spectral",
     fit=fit_spectral,
+    fit_many=fit_spectral_many,
     description="Spectral clustering on the cosine 10-nearest-neighbour graph (the default): follows curved "
                 "groups that k-means cuts; centres are member means, new vectors go to the nearest centre.",
 ))
