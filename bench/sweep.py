@@ -7,6 +7,8 @@ only fits. Targets: ours >= 5x faster, and at every k its inertia within 2% of t
 
     python bench/sweep.py                      # k = 2..30 on the 5000 vectors
     python bench/sweep.py --ks 2-10 --n 2000   # a quicker look
+    python bench/sweep.py --spectral           # also: the spectral sweep (one graph and eigensolve for
+                                               # every k) against fitting spectral at every k from scratch
 
 The vectors come from the embedding cache ($IMGCLUST_CACHE, else /tmp/ic-cache, else the default
 cache) or are extracted once. Skips with a message when the dataset is absent.
@@ -32,6 +34,7 @@ def main() -> int:
     ap.add_argument("--ks", default="2-30", help="k values, e.g. 2-30 or 2,5,10 (default: %(default)s)")
     ap.add_argument("--n", type=int, default=None, help="use only the first N vectors (default: all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--spectral", action="store_true", help="also time the spectral sweep, shared vs per k")
     args = ap.parse_args()
     if not args.data.is_dir():
         print(f"SKIP: dataset not found at {args.data} (see shared/datasets/MANIFEST.md)")
@@ -74,7 +77,35 @@ def main() -> int:
     print(f"\nspeed-up: {speedup:.1f}x (target >= 5x): {'PASS' if speedup >= 5 else 'FAIL'}")
     print(f"worst inertia ratio ours/sklearn: {ratios[worst]:.4f} at k={worst} (target <= 1.02): "
           f"{'PASS' if ratios[worst] <= 1.02 else 'FAIL'}")
+    if args.spectral:
+        spectral_sweep(X, ks, args.seed)
     return 0
+
+
+def spectral_sweep(X, ks, seed: int) -> None:
+    """The spectral sweep as ``imgclust sweep`` and automatic k run it (``fit_many``: one graph and one
+    eigensolve shared by every k) against fitting spectral from scratch at every k; same criteria."""
+    import dataclasses
+
+    import numpy as np
+
+    from imgclust.cluster import base
+    from imgclust.cluster.choose_k import sweep_k
+
+    shared = base.get_clusterer("spectral")
+    t0 = time.perf_counter()
+    ours = sweep_k(X, ks, seed=seed, method="spectral")
+    t_ours = time.perf_counter() - t0
+    base._CLUSTERERS["spectral"] = dataclasses.replace(shared, fit_many=None)
+    try:
+        t0 = time.perf_counter()
+        scratch = sweep_k(X, ks, seed=seed, method="spectral")
+        t_scratch = time.perf_counter() - t0
+    finally:
+        base._CLUSTERERS["spectral"] = shared
+    same = all(np.allclose(ours.column(c), scratch.column(c), equal_nan=True) for c in ("inertia", "silhouette"))
+    print(f"\nspectral sweep, shared graph and eigenvectors: {t_ours:.2f}s; fitted at every k from scratch: "
+          f"{t_scratch:.2f}s; ratio {t_scratch / t_ours:.1f}x; same inertia and silhouette at every k: {same}")
 
 
 if __name__ == "__main__":
