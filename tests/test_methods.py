@@ -128,6 +128,21 @@ def test_spectral_uses_a_disconnected_graph():
     assert r.info["eigenvalues"][1] == pytest.approx(1.0)
 
 
+def test_spectral_graph_weighs_mutual_neighbours_twice_one_sided_ones():
+    from imgclust.cluster.spectral import knn_graph
+
+    # Unit vectors at 0, 10, 25 and 90 degrees, one neighbour each: 0 and 10 choose each other;
+    # 25 chooses 10 and 90 chooses 25, neither chosen back.
+    angles = np.deg2rad([0, 10, 25, 90])
+    Z = np.c_[np.cos(angles), np.sin(angles)].astype(np.float32)
+    W = knn_graph(Z, 1).toarray()
+    expected = np.zeros((4, 4))
+    expected[0, 1] = expected[1, 0] = 1.0
+    expected[2, 1] = expected[1, 2] = 0.5
+    expected[3, 2] = expected[2, 3] = 0.5
+    np.testing.assert_array_equal(W, expected)
+
+
 def test_spectral_options_are_checked_and_recorded():
     X = blobs()
     r = cluster(X, 3, method="spectral", n_neighbors=5, center=True)
