@@ -275,7 +275,7 @@ def sweep_k(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, labels_true: Seq
     idx = np.sort(rng.choice(n, size=min(silhouette_sample, n), replace=False))
     D = _pairwise_distances(X[idx])
     spec = get_clusterer(method)
-    fits: Iterator[tuple[int, ClusterResult]] | Iterable[tuple[int, ClusterResult]]
+    fits: Iterable[tuple[int, ClusterResult]]
     if method == "kmeans" and not method_options:
         fits, engine = _warm_kmeans(X, ks, rng, seed), "kmeans-warm"
     elif spec.fit_many is not None:
