@@ -33,12 +33,13 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._fs import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir, is_within
+from ._fs import atomic_write_bytes, atomic_write_json, is_within
 from .cluster import ClusterResult
 from .cluster.kmeans import ArrayAssigner
 from .config import RunConfig
 from .errors import InputError, OutputError, ParameterError
 from .features import Extractor, get_extractor
+from .outdir import claim_out_dir, holds_out_lock
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +351,7 @@ class AssignResult:
         return self.assignment.labels
 
 
+@holds_out_lock
 def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
            weights: str | os.PathLike[str] | None = None, labels: str = "auto", batch_size: int = 32,
            cache: Any = True, progress: Any = None) -> AssignResult:
@@ -389,7 +391,7 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
         write_csv,
         write_summary,
     )
-    from .pipeline import OUT_MARKER, Timer, check_out_dir, load_features
+    from .pipeline import Timer, check_out_dir, load_features
 
     model = load_model(model_dir)
     images_dir, out_dir = Path(images_dir), Path(out_dir)
@@ -408,8 +410,7 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
                           progress=progress)
     with timer.stage("duplicates"):
         dups = find_duplicates(feats.usable)
-    ensure_writable_dir(out_dir)
-    atomic_write_text(out_dir / OUT_MARKER, "This folder holds the outputs of an imgclust assign.\n")
+    claim_out_dir(out_dir, "This folder holds the outputs of an imgclust assign.\n")
     with timer.stage("assign"):
         result = model.assign_vectors(feats.X)
     with timer.stage("evaluate"):
@@ -443,7 +444,8 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
     }
     if metrics is not None:
         summary["metrics"] = metrics
-        summary["n_labels"] = len(set(labels_true or []))
+        summary["n_labels"] = len(set(labels_true or []) - {None})
+        summary.update(feats.label_note())
     with timer.stage("write"):
         rows = assignments_table(feats.records, result.labels, result.distances, with_labels=labels_true is not None,
                                  extra={"duplicate_of": dups.duplicate_of,

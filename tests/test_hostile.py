@@ -1,0 +1,237 @@
+"""Hostile and unlucky input (issues 18 and 19): modes of written files, markup in paths, an early k check,
+unlabelled images, caches and outputs inside the images folder however reached, one command per output
+folder, stale outputs of an earlier run. Each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import imgclust
+from conftest import draw_image
+from imgclust._fs import atomic_write_bytes
+from imgclust.cli import main
+from imgclust.errors import OutputError
+from imgclust.outdir import OUT_MARKER
+
+PIX = ["--features", "pixels", "--size", "4"]
+
+
+def _invoke(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(main, args, env=env)
+    text = " ".join(result.output.split())
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, text
+
+
+@pytest.fixture()
+def small(tmp_path: Path) -> Path:
+    """Six images in two labelled subfolders."""
+    root = tmp_path / "images"
+    for c, (name, color) in enumerate({"red": (220, 30, 30), "blue": (30, 40, 220)}.items()):
+        for i in range(3):
+            draw_image(root / name / f"{name}_{i}.png", color=color, seed=10 * c + i)
+    return root
+
+
+# -- 18.4: files are written with the user's umask, not 0600 -------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_get_the_umask_mode(tmp_path: Path, umask: int):
+    old = os.umask(umask)
+    try:
+        path = atomic_write_bytes(tmp_path / "a" / "f.txt", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_run_outputs_are_readable_by_others_under_umask_022(small: Path, tmp_path: Path):
+    old = os.umask(0o022)
+    try:
+        imgclust.run(small, tmp_path / "out", features="pixels", feature_options={"size": 4}, k=2, cache=False)
+    finally:
+        os.umask(old)
+    for name in ("assignments.csv", "summary.json", "report.html", "model/model.json"):
+        assert stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) == 0o644, name
+
+
+# -- 19.11: paths that look like terminal markup are printed, not parsed ------------------------------------
+
+
+def test_paths_with_markup_do_not_crash_assign_or_report(small: Path, tmp_path: Path):
+    run_out = tmp_path / "run[/]x[bold]"
+    code, text = _invoke(["run", str(small), "--out", str(run_out), *PIX, "--k", "2", "--no-cache", "-q"])
+    assert code == 0, text
+    new_out = tmp_path / "assigned[/]"
+    code, text = _invoke(["assign", str(run_out / "model"), str(small), "--out", str(new_out), "--no-cache", "-q"])
+    assert code == 0, text
+    assert f"Results in {new_out}/" in text and "[/]x[bold]" in text
+    code, text = _invoke(["report", str(run_out), "--no-cache"])
+    assert code == 0, text
+    assert f"Report written to {run_out / 'report.html'}" in text
+
+
+# -- 18.6: --k larger than the files found is refused before extraction --------------------------------------
+
+
+def test_too_large_k_is_refused_before_any_image_is_decoded(small: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    from imgclust.features import extract as extract_module
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an image was decoded before k was checked")
+
+    monkeypatch.setattr(extract_module, "decode", no_decoding)
+    code, text = _invoke(["run", str(small), "--out", str(tmp_path / "out"), *PIX, "--k", "500", "--no-cache", "-q"])
+    assert code == 2, text
+    assert "k must be between 1 and the number of usable images (6); got 500." in text
+    code, text = _invoke(["sweep", str(small), "--out", str(tmp_path / "out"), *PIX, "--ks", "2,7,9", "--no-cache",
+                          "-q"])
+    assert code == 2 and "got 7, 9. Give smaller --ks." in text, text
+    assert not (tmp_path / "out").exists()
+
+
+def test_exact_k_check_after_decoding_still_holds(small: Path, tmp_path: Path):
+    (small / "red" / "broken.png").write_text("not an image")  # 7 files found, 6 usable
+    code, text = _invoke(["run", str(small), "--out", str(tmp_path / "out"), *PIX, "--k", "7", "--no-cache", "-q"])
+    assert code == 2 and "number of usable images (6); got 7." in text, text
+
+
+# -- 18.5: with --labels folder, top-level images are unlabelled, not a class "" ----------------------------
+
+
+def test_top_level_images_are_not_scored_as_a_class(small: Path, tmp_path: Path):
+    for i in range(2):
+        draw_image(small / f"loose_{i}.png", color=(30, 200, 40), seed=50 + i)
+    r = imgclust.run(small, tmp_path / "out", features="pixels", feature_options={"size": 4}, k=2, labels="folder",
+                     method="kmeans", cache=False)
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["n_labels"] == 2 and s["n_unlabelled"] == 2
+    assert "2 images at the top level of the images folder have no folder label" in s["unlabelled_note"]
+    # the scores are those of the six labelled images alone
+    labelled = [i for i, rec in enumerate(r.features.usable) if rec.label is not None]
+    expected = imgclust.evaluate([r.features.usable[i].label for i in labelled], r.labels[labelled])
+    assert s["metrics"] == pytest.approx(expected)
+    with open(tmp_path / "out" / "confusion.csv", encoding="utf-8", newline="") as fh:
+        header = next(csv.reader(fh))
+    assert "" not in header[1:] and sum(1 for h in header if h in ("red", "blue")) == 2, header
+    sw = imgclust.sweep(small, tmp_path / "sw", ks=[2, 3], features="pixels", feature_options={"size": 4},
+                        labels="folder", cache=False)
+    assert sw.summary["n_labels"] == 2 and sw.summary["n_unlabelled"] == 2
+    assert sw.sweep.rows[0].accuracy_hungarian is not None  # k=2 equals the two real labels
+
+
+# -- 19.5: caches and outputs inside the images folder, however reached, are refused -------------------------
+
+
+@pytest.mark.parametrize("where", ["cache", "hidden", "env"])
+def test_a_cache_inside_the_images_folder_is_refused(small: Path, tmp_path: Path, where: str):
+    cache = small / (".cache" if where == "hidden" else "cache")
+    args = ["run", str(small), "--out", str(tmp_path / "out"), *PIX, "--k", "2", "-q"]
+    env = None
+    if where == "env":
+        env = {"IMGCLUST_CACHE": str(cache)}
+    else:
+        args += ["--cache", str(cache)]
+    code, text = _invoke(args, env=env)
+    assert code == 2, text
+    assert f"The cache folder {cache} is inside the images folder" in text
+    assert not cache.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_cache_or_output_reached_through_a_symlinked_subfolder_is_refused(small: Path, tmp_path: Path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (small / "linked").symlink_to(elsewhere, target_is_directory=True)
+    code, text = _invoke(["run", str(small), "--out", str(tmp_path / "out"), *PIX, "--k", "2", "-q",
+                          "--cache", str(elsewhere / "cache")])
+    assert code == 2 and "is inside the images folder" in text, text
+    code, text = _invoke(["sweep", str(small), "--out", str(elsewhere / "sweep"), *PIX, "--ks", "2,3", "--no-cache",
+                          "-q"])
+    assert code == 2 and f"The output folder {elsewhere / 'sweep'} is inside the images folder" in text, text
+    assert not (elsewhere / "sweep").exists() and not (elsewhere / "cache").exists()
+
+
+def test_a_cache_beside_the_images_folder_is_fine(small: Path, tmp_path: Path):
+    code, text = _invoke(["run", str(small), "--out", str(tmp_path / "out"), *PIX, "--k", "2", "-q",
+                          "--cache", str(tmp_path / "cache")])
+    assert code == 0, text
+
+
+# -- 19.12: one command at a time per output folder -------------------------------------------------------------
+
+
+def _hold_lock(out: Path) -> int:
+    fd = os.open(out / OUT_MARKER, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_a_second_command_into_a_busy_output_folder_exits_2(small: Path, tmp_path: Path, command: str):
+    out = tmp_path / "out"
+    imgclust.run(small, out, features="pixels", feature_options={"size": 4}, k=2, cache=False)
+    before = (out / "assignments.csv").read_bytes()
+    fd = _hold_lock(out)  # another command is writing into out right now
+    try:
+        extra = ["--k", "3"] if command == "run" else ["--ks", "2,3"]
+        code, text = _invoke([command, str(small), "--out", str(out), *PIX, *extra, "--no-cache", "-q"])
+    finally:
+        os.close(fd)
+    assert code == 2, text
+    assert f"Another imgclust command is writing into {out} right now" in text
+    assert (out / "assignments.csv").read_bytes() == before and not (out / "sweep.csv").exists()
+    # released: the same command now runs, and the lock is free again afterwards
+    imgclust.run(small, out, features="pixels", feature_options={"size": 4}, k=3, cache=False)
+    os.close(_hold_lock(out))
+
+
+def test_two_new_runs_into_one_new_folder_cannot_both_write(small: Path, tmp_path: Path):
+    out = tmp_path / "new"
+    held: list[int] = []
+
+    def other_run_claims_it(stage: str, done: int, total: int) -> None:
+        # while this run extracts, another one creates the folder and takes its lock
+        if not held:
+            out.mkdir()
+            held.append(_hold_lock(out))
+
+    try:
+        with pytest.raises(OutputError, match="Another imgclust command is writing into"):
+            imgclust.run(small, out, features="pixels", feature_options={"size": 4}, k=2, cache=False,
+                         progress=other_run_claims_it)
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert sorted(os.listdir(out)) == [OUT_MARKER]
+
+
+# -- 18.2: a rerun into the same folder leaves no stale outputs -------------------------------------------------
+
+
+def test_a_rerun_removes_outputs_it_did_not_write_again(small: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    common = {"features": "pixels", "feature_options": {"size": 4}, "cache": False}
+    imgclust.sweep(small, out, ks=[2, 3], **common)
+    assert (out / "elbow.png").exists()
+    imgclust.run(small, out, k=None, k_range=(2, 3), labels="folder", **common)
+    assert {"sweep.csv", "confusion.csv"} <= set(os.listdir(out))
+    assert not (out / "elbow.png").exists() and not (out / "criteria.png").exists()
+    imgclust.run(small, out, k=2, labels="none", **common)
+    names = set(os.listdir(out))
+    assert "sweep.csv" not in names and "confusion.csv" not in names
+    assert {"assignments.csv", "summary.json", "report.html", "model"} <= names
+    (out / "notes.txt").write_text("mine")  # not a name imgclust writes: never touched
+    imgclust.sweep(small, out, ks=[2, 3], **common)
+    assert sorted(os.listdir(out)) == sorted([OUT_MARKER, "criteria.png", "elbow.png", "notes.txt", "summary.json",
+                                              "sweep.csv"])
