@@ -235,3 +235,102 @@ def test_a_rerun_removes_outputs_it_did_not_write_again(small: Path, tmp_path: P
     imgclust.sweep(small, out, ks=[2, 3], **common)
     assert sorted(os.listdir(out)) == sorted([OUT_MARKER, "criteria.png", "elbow.png", "notes.txt", "summary.json",
                                               "sweep.csv"])
+
+
+# -- 19.10: a damaged or tampered model.json is a clear error (exit 2), never a traceback or NaN distances -----
+
+
+def _tamper_doc(doc: dict, arrays: dict, case: str):  # noqa: C901 - one branch per case, on purpose
+    import numpy as np
+
+    d = doc["dim"]
+    if case == "format_version_text":
+        doc["format_version"] = "1"
+    elif case == "list_document":
+        doc = [doc]
+    elif case == "dim_text":
+        doc["dim"] = "many"
+    elif case == "k_bool":
+        doc["k"] = True
+    elif case == "unknown_transform":
+        doc["transform"] = [{"op": "shell", "command": "rm -rf ~"}]
+    elif case == "transform_not_a_list":
+        doc["transform"] = {"op": "l2_normalize"}
+    elif case == "wrong_shaped_matrix":
+        arrays["m"] = np.ones((d + 1, d), np.float32)
+        doc["transform"] = [{"op": "project", "matrix": {"npz": "m", "shape": [d + 1, d]}}]
+    elif case == "text_vector":
+        doc["transform"] = [{"op": "subtract", "vector": "0.5 0.5 0.5"}]
+    elif case == "missing_array":
+        doc["transform"] = [{"op": "scale", "vector": {"npz": "nowhere", "shape": [d]}}]
+    elif case == "nan_centres":
+        arrays["centers"] = arrays["centers"].copy()
+        arrays["centers"][0, 0] = np.nan
+    elif case == "infinite_centres":
+        arrays["centers"] = arrays["centers"].copy()
+        arrays["centers"][1, 2] = np.inf
+    elif case == "text_centres":
+        arrays["centers"] = np.array([["a"] * d] * doc["k"])
+    elif case == "wrong_shaped_centres":
+        arrays["centers"] = arrays["centers"][:, :-1]
+    elif case == "p95_text":
+        doc["clusters"][0]["distance_p95"] = "far"
+    elif case == "p95_nan":
+        doc["clusters"][0]["distance_p95"] = float("nan")
+    elif case == "clusters_short":
+        doc["clusters"] = doc["clusters"][:1]
+    elif case == "feature_options_list":
+        doc["feature_options"] = ["size", 4]
+    elif case == "features_number":
+        doc["features"] = 7
+    elif case == "cluster_names_numbers":
+        doc["cluster_names"] = {"0": 5}
+    elif case == "extractor_dim_missing":
+        del doc["extractor"]["dim"]
+    return doc, arrays
+
+
+MODEL_CASES = ["format_version_text", "list_document", "dim_text", "k_bool", "unknown_transform",
+               "transform_not_a_list", "wrong_shaped_matrix", "text_vector", "missing_array", "nan_centres",
+               "infinite_centres", "text_centres", "wrong_shaped_centres", "p95_text", "p95_nan", "clusters_short",
+               "feature_options_list", "features_number", "cluster_names_numbers", "extractor_dim_missing"]
+
+
+@pytest.fixture(scope="module")
+def fitted_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("model")
+    images = base / "images"
+    for i, color in enumerate([(220, 30, 30), (30, 40, 220)] * 3):
+        draw_image(images / f"img_{i}.png", color=color, seed=i)
+    imgclust.run(images, base / "run", features="pixels", feature_options={"size": 4}, k=2, method="kmeans",
+                 cache=False)
+    return base / "run" / "model", images
+
+
+@pytest.mark.parametrize("case", MODEL_CASES)
+def test_a_damaged_model_is_a_clear_error(fitted_model: tuple[Path, Path], tmp_path: Path, case: str):
+    import numpy as np
+
+    from imgclust.model import npz_bytes
+
+    model_dir, images = fitted_model
+    bad = tmp_path / "model"
+    bad.mkdir()
+    doc = json.loads((model_dir / "model.json").read_text())
+    with np.load(model_dir / "centers.npz", allow_pickle=False) as z:
+        arrays = {n: z[n] for n in z.files}
+    doc, arrays = _tamper_doc(doc, arrays, case)
+    (bad / "model.json").write_text(json.dumps(doc))
+    (bad / "centers.npz").write_bytes(npz_bytes(arrays))
+    code, text = _invoke(["assign", str(bad), str(images), "--out", str(tmp_path / "out"), "--no-cache", "-q"])
+    assert code == 2, text
+    expected = (f"Error: {bad / 'model.json'} is not an imgclust model." if case == "list_document"
+                else f"Error: The model in {bad} is damaged or was edited by hand: ")
+    assert text.startswith(expected), text
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_untouched_model_still_assigns(fitted_model: tuple[Path, Path], tmp_path: Path):
+    model_dir, images = fitted_model
+    code, text = _invoke(["assign", str(model_dir), str(images), "--out", str(tmp_path / "out"), "--no-cache", "-q"])
+    assert code == 0, text
