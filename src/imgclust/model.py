@@ -152,7 +152,10 @@ class SavedModel:
 
     def assign_vectors(self, X: np.ndarray) -> Assignment:
         """Assign raw extractor vectors, shape (n_samples, dim), to the nearest centre (after the transform)."""
-        Z = apply_transform(X, self.transform)
+        try:
+            Z = apply_transform(X, self.transform)
+        except ValueError as exc:  # vectors of another size than the transform's arrays
+            raise InputError(f"Vectors of shape {np.shape(X)} do not fit the model's transform: {exc}.") from exc
         if Z.shape[1] != self.centers.shape[1]:
             raise InputError(f"Vectors of size {Z.shape[1]} after the transform do not match the model's centres "
                              f"of size {self.centers.shape[1]}.")
@@ -320,6 +323,7 @@ def _validated_model(path: Path, json_path: Path, doc: Any, arrays: dict[str, np
         if not isinstance(steps_doc, list):
             raise _Damaged(f"'transform' must be a list; got {type(steps_doc).__name__}")
         steps: list[dict[str, Any]] = []
+        # the arrays must chain: each step's array fits the vectors the step before made, from the extractor's
         width = int(in_dim)  # type: ignore[arg-type]
         for i, step in enumerate(steps_doc):
             _need(isinstance(step, dict), f"transform step {i} must be a JSON object; got {step!r}")
@@ -328,8 +332,8 @@ def _validated_model(path: Path, json_path: Path, doc: Any, arrays: dict[str, np
             done: dict[str, Any] = {"op": op}
             for key in TRANSFORM_OPS[op]:
                 arr = _array(arrays, step.get(key), f"transform step {i} ({op}) '{key}'", 2 if key == "matrix" else 1)
-                _need(arr.shape[0] == width, f"transform step {i} ({op}) '{key}' has shape {arr.shape} for vectors of "
-                                             f"size {width}")
+                _need(arr.shape[0] == width,
+                      f"transform step {i} ({op}) '{key}' has shape {arr.shape} for vectors of size {width}")
                 if key == "matrix":
                     width = arr.shape[1]
                 done[key] = arr
