@@ -334,3 +334,64 @@ def test_an_untouched_model_still_assigns(fitted_model: tuple[Path, Path], tmp_p
     model_dir, images = fitted_model
     code, text = _invoke(["assign", str(model_dir), str(images), "--out", str(tmp_path / "out"), "--no-cache", "-q"])
     assert code == 0, text
+
+
+# -- 19.3: only the listed formats are opened; PostScript never reaches Ghostscript ---------------------------
+
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n"
+       b"%%EOF\n")
+
+
+@pytest.fixture()
+def fake_gs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in `gs` first on PATH that logs every call (and fails, as a broken Ghostscript would)."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "gs.log"
+    bin_dir.mkdir()
+    gs = bin_dir / "gs"
+    gs.write_text(f"#!/bin/sh\necho \"gs $*\" >> '{log}'\nexit 1\n")
+    gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    return log
+
+
+def test_postscript_named_jpg_never_runs_ghostscript(tmp_path: Path, fake_gs: Path, small: Path):
+    from imgclust import decode
+
+    eps = small / "red" / "drawing.jpg"
+    eps.write_bytes(EPS)
+    d = decode(eps)
+    assert (d.status, d.image) == ("unsupported_format", None)
+    assert d.error.startswith("The file's content is EPS, a format imgclust does not open (only JPEG, PNG, GIF")
+    code, text = _invoke(["run", str(small), "--out", str(tmp_path / "out"), *PIX, "--k", "2", "--no-cache", "-q"])
+    assert code == 0, text
+    assert "1 files could not be used (1 unsupported_format)" in text
+    with open(tmp_path / "out" / "assignments.csv", encoding="utf-8", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["path"] == "red/drawing.jpg")
+    assert (row["status"], row["cluster"]) == ("unsupported_format", "")
+    assert not fake_gs.exists(), fake_gs.read_text()
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "ICO", "PCX", "TGA"])
+def test_other_formats_are_rows_with_a_clear_status(tmp_path: Path, fmt: str):
+    from PIL import Image
+
+    from imgclust import decode
+
+    path = tmp_path / "picture.png"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(path, format=fmt)
+    d = decode(path)
+    assert d.image is None and d.status in {"unsupported_format", "not_an_image"}
+    if fmt != "TGA":  # TGA has no signature: it cannot be recognised without parsing it
+        assert d.status == "unsupported_format" and f"content is {fmt}," in d.error, d
+
+
+def test_the_listed_formats_still_open(tmp_path: Path):
+    from PIL import Image
+
+    from imgclust import decode
+
+    img = Image.new("RGB", (16, 16), (200, 30, 30))
+    for fmt in ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "MPO"):
+        path = tmp_path / f"x.{fmt.lower()}"
+        img.save(path, format=fmt, **({"save_all": True, "append_images": [img]} if fmt == "MPO" else {}))
+        assert decode(path).status == "ok", fmt

@@ -2,8 +2,10 @@
 
 :func:`decode` never raises for a bad file: it returns a :class:`Decoded` whose ``status``
 says what went wrong. Content decides the format, not the extension (a PNG named ``.jpg`` is
-read as the PNG it is). Size is checked from the header before any pixel is decoded, so a
-decompression bomb is refused without using its memory.
+read as the PNG it is), but only the formats imgclust lists are ever opened (:data:`ALLOWED_FORMATS`):
+a file of any other format (PostScript/EPS, which Pillow hands to the external Ghostscript program,
+PPM, ICO, ...) is a row with status ``unsupported_format`` and is never parsed. Size is checked from
+the header before any pixel is decoded, so a decompression bomb is refused without using its memory.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # Pillow's own decompression-bomb threshold (about 89 megapixels) is our default ceiling.
 DEFAULT_MAX_PIXELS: int = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 
+# The only Pillow plugins imgclust lets open a file: the formats the README lists (JPEG's opener also reads
+# MPO, the multi-picture JPEG that phones write). Every other plugin stays unused: EPS would run
+# Ghostscript, an external program, on an untrusted file, and the rarer parsers are less tested.
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+FORMAT_NAMES = "JPEG, PNG, GIF, BMP, WebP and TIFF"
+
 
 @dataclass(frozen=True)
 class Decoded:
@@ -26,7 +34,7 @@ class Decoded:
 
     Attributes:
         image: a loaded PIL image in mode ``RGB`` (None when the file could not be used).
-        status: ``"ok"`` or a reason: ``not_an_image``, ``truncated``, ``too_large``, ``unreadable``,
+        status: ``"ok"`` or a reason: ``not_an_image``, ``unsupported_format``, ``truncated``, ``too_large``, ``unreadable``,
             ``corrupt``.
         error: a human-readable explanation when status is not ok.
         original_size: (width, height) as stored in the file, before EXIF rotation (0, 0 if unknown).
@@ -64,6 +72,40 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def sniff_format(path: str | os.PathLike[str]) -> str | None:
+    """The Pillow format a file's first bytes announce, among the formats imgclust does *not* open, else None.
+
+    Only each plugin's signature check runs (a pure function of 16 bytes, as in ``Image.open``): nothing
+    is parsed and no external program runs.
+    """
+    try:
+        with open(path, "rb") as fh:
+            prefix = fh.read(16)
+    except OSError:
+        return None
+    Image.init()
+    for fmt in Image.ID:
+        if fmt in ALLOWED_FORMATS:
+            continue
+        accept = Image.OPEN[fmt][1]
+        try:
+            if accept is not None and accept(prefix):
+                return fmt
+        except Exception:  # noqa: BLE001 - a signature check that fails only means "not this format"
+            continue
+    return None
+
+
+def _unidentified(path: str | os.PathLike[str]) -> Decoded:
+    fmt = sniff_format(path)
+    if fmt is not None:
+        return Decoded(None, "unsupported_format",
+                       f"The file's content is {fmt}, a format imgclust does not open (only {FORMAT_NAMES}). "
+                       "Convert it to one of these to include it.")
+    return Decoded(None, "not_an_image", "The file's content is not an image format imgclust reads "
+                   f"({FORMAT_NAMES}).")
+
+
 def _readable(text: str) -> str:
     # Reasons may quote a file name that is not UTF-8 (surrogate escapes); show its bytes as \\x.. escapes.
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -97,7 +139,7 @@ def decode(
         with warnings.catch_warnings():
             # Pillow warns about bombs (checked below) and damaged metadata (not actionable): no noise.
             warnings.simplefilter("ignore")
-            with Image.open(path) as img:
+            with Image.open(path, formats=ALLOWED_FORMATS) as img:
                 w, h = img.size
                 if w <= 0 or h <= 0:
                     return Decoded(None, "corrupt", f"The image header says it is {w}x{h} pixels.", (w, h))
@@ -120,7 +162,7 @@ def decode(
                 rgb.load()
                 return Decoded(rgb, "ok", "", (w, h))
     except UnidentifiedImageError:
-        return Decoded(None, "not_an_image", "The file's content is not an image format Pillow can read.")
+        return _unidentified(path)
     except Image.DecompressionBombError as exc:
         return Decoded(None, "too_large", _readable(str(exc)))
     except PermissionError:
