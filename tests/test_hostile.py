@@ -395,3 +395,96 @@ def test_the_listed_formats_still_open(tmp_path: Path):
         path = tmp_path / f"x.{fmt.lower()}"
         img.save(path, format=fmt, **({"save_all": True, "append_images": [img]} if fmt == "MPO" else {}))
         assert decode(path).status == "ok", fmt
+
+
+# -- 19.7: a decode memory budget in bytes, shared by the decode threads ----------------------------------------
+
+
+def _png_of_zeros(path: Path, width: int, height: int, *, bit_depth: int = 16, colour_type: int = 0) -> Path:
+    """A PNG of width x height black pixels: a few kilobytes on disk, width*height*2 bytes once decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    row = b"\x00" * (1 + width * channels * bit_depth // 8)
+    z = zlib.compressobj(9)
+    idat = b"".join([z.compress(row) for _ in range(height)] + [z.flush()])
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+MEMORY_PROBE = r"""
+import json, resource, sys
+from pathlib import Path
+from imgclust import discover
+from imgclust.features import get_extractor
+from imgclust.features.extract import extract
+from imgclust.io.decode import shared_budget
+
+extractor = get_extractor("pixels", size=4)
+extract(discover(sys.argv[2]), extractor, decode_threads=4)  # warm up: every code path imported once
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+ex = extract(discover(sys.argv[1]), extractor, decode_threads=4, batch_size=4)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"rise": peak - base, "budget": shared_budget().max_bytes, "budget_peak": shared_budget().peak,
+                  "statuses": sorted(r.status for r in ex.records), "n": len(ex.X)}))
+"""
+
+
+def test_small_files_that_decode_huge_stay_within_the_decode_budget(tmp_path: Path, cli_env: dict[str, str]):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    images, warm = tmp_path / "images", tmp_path / "warm"
+    images.mkdir()
+    warm.mkdir()
+    medium = _png_of_zeros(images / "medium_0.png", 3000, 2500)  # 16-bit: 15 MB of pixels, from ~20 KB
+    for i in range(1, 6):
+        (images / f"medium_{i}.png").write_bytes(medium.read_bytes())
+    for i in range(4):  # 25 megapixels of 16-bit each: more than the whole budget below, refused unread
+        _png_of_zeros(images / f"huge_{i}.png", 5000, 5000 + i)
+    assert sum(p.stat().st_size for p in images.iterdir()) < 2_000_000
+    Image.new("I;16", (64, 48)).save(warm / "w.png")
+    budget_mb = 200
+    env = dict(cli_env, IMGCLUST_DECODE_BUDGET_MB=str(budget_mb))
+    p = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(images), str(warm)], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    seen = json.loads(p.stdout)
+    assert seen["budget"] == budget_mb * 1_000_000
+    assert seen["statuses"] == sorted(["ok"] * 6 + ["too_large"] * 4), seen
+    assert seen["n"] == 6
+    # Two medium files never decode at once (two would not fit), the four huge ones never start:
+    # the process's peak memory rises by less than the budget (before the budget: 2.3 GB here, 4 threads).
+    assert seen["budget_peak"] <= budget_mb * 1_000_000
+    assert seen["rise"] <= budget_mb * 1_000_000, seen
+
+
+def test_an_image_over_the_budget_is_too_large_with_a_reason(tmp_path: Path):
+    from imgclust.io.decode import DecodeBudget, decode
+
+    path = _png_of_zeros(tmp_path / "deep.png", 3000, 2000, bit_depth=16, colour_type=6)  # RGBA, 16 bits a channel
+    small_budget = DecodeBudget(50_000_000)
+    d = decode(path, budget=small_budget)
+    assert d.status == "too_large" and d.image is None
+    assert d.error.startswith("Decoding this image (3000x2000 RGBA) needs about ")
+    assert "more than the decode memory budget of 50 MB" in d.error and "IMGCLUST_DECODE_BUDGET_MB" in d.error
+    assert small_budget.in_use == 0
+    ok = decode(path, budget=DecodeBudget(10**9))
+    assert ok.status == "ok" and ok.image is not None and ok.image.size == (3000, 2000)
+
+
+def test_the_budget_waits_for_room_and_counts_bytes_not_pixels(tmp_path: Path):
+    from imgclust.io.decode import DEFAULT_DECODE_BUDGET, decode_cost
+
+    assert DEFAULT_DECODE_BUDGET <= 1_000_000_000  # documented: at most 1 GB by default
+    px = 1000 * 1000
+    assert decode_cost("L", (1000, 1000)) < decode_cost("I;16", (1000, 1000)) - px  # bit depth counts
+    assert decode_cost("RGB", (1000, 1000)) < decode_cost("RGBA", (1000, 1000))  # channels and alpha count
+    assert decode_cost("P", (1000, 1000), frames=5) > decode_cost("P", (1000, 1000))  # frames count
