@@ -488,6 +488,20 @@ def test_the_budget_waits_for_room_and_counts_bytes_not_pixels(tmp_path: Path):
     assert decode_cost("L", (1000, 1000)) < decode_cost("I;16", (1000, 1000)) - px  # bit depth counts
     assert decode_cost("RGB", (1000, 1000)) < decode_cost("RGBA", (1000, 1000))  # channels and alpha count
     assert decode_cost("P", (1000, 1000), frames=5) > decode_cost("P", (1000, 1000))  # frames count
+    import threading
+
+    from imgclust.io.decode import DecodeBudget
+
+    budget = DecodeBudget(100)
+    assert budget.acquire(60) and not budget.acquire(101)
+    got = threading.Event()
+    waiter = threading.Thread(target=lambda: budget.acquire(60) and got.set())
+    waiter.start()
+    assert not got.wait(0.3)  # 60 + 60 > 100: the second decode waits
+    budget.release(60)
+    assert got.wait(5)
+    waiter.join()
+    assert budget.in_use == 60 and budget.peak == 60
 
 
 # -- 19.14: the ONNX graph kept in the cache folder is checked before it is loaded -------------------------------
@@ -534,3 +548,36 @@ def test_a_cached_onnx_graph_is_verified_before_it_is_loaded(tmp_path: Path, mon
     graph.write_bytes(b"a poisoned graph")
     assert session_graph() == b"the real graph" and len(builds) == 3
     assert b"a poisoned graph" not in loaded
+
+
+# -- docs/bad-input.md: the kinds of bad input this file adds, each with the test that holds it ----------------
+
+HOSTILE_KINDS = {
+    "postscript named .jpg": "test_postscript_named_jpg_never_runs_ghostscript",
+    "another image format": "test_other_formats_are_rows_with_a_clear_status",
+    "small files that decode huge": "test_small_files_that_decode_huge_stay_within_the_decode_budget",
+    "cache inside the images folder": "test_a_cache_inside_the_images_folder_is_refused",
+    "cache or output through a symlinked subfolder":
+        "test_a_cache_or_output_reached_through_a_symlinked_subfolder_is_refused",
+    "model.json of wrong types or structure": "test_a_damaged_model_is_a_clear_error",
+    "non-finite or text centres": "test_a_damaged_model_is_a_clear_error",
+    "transform arrays that do not fit": "test_a_damaged_model_is_a_clear_error",
+    "paths that look like markup": "test_paths_with_markup_do_not_crash_assign_or_report",
+    "two commands into one --out": "test_a_second_command_into_a_busy_output_folder_exits_2",
+    "stale outputs of an earlier command": "test_a_rerun_removes_outputs_it_did_not_write_again",
+    "damaged or replaced ONNX graph": "test_a_cached_onnx_graph_is_verified_before_it_is_loaded",
+    "k larger than the images found": "test_too_large_k_is_refused_before_any_image_is_decoded",
+    "top-level images with folder labels": "test_top_level_images_are_not_scored_as_a_class",
+}
+
+
+def test_at_least_40_kinds_of_bad_input_are_covered():
+    from test_bad_input import CASES
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "bad-input.md").read_text(encoding="utf-8")
+    for kind, test in HOSTILE_KINDS.items():
+        assert callable(globals().get(test)), f"{kind}: no test {test}"
+        assert f"`{test}`" in doc, f"docs/bad-input.md does not name {test}"
+    total = len(CASES) + len(HOSTILE_KINDS)
+    assert total >= 40
+    assert f"**{len(HOSTILE_KINDS)} kinds**" in doc and f"**{total} kinds** covered" in doc

@@ -231,7 +231,7 @@ def _bytes_per_pixel(mode: str) -> int:
     return 4
 
 
-def decode_cost(mode: str, size: tuple[int, int], frames: int = 1) -> int:
+def decode_cost(mode: str, size: tuple[int, int], frames: int = 1, transparency: bool = False) -> int:
     """Bytes that decoding an image of ``mode`` and ``size`` to RGB may hold at its peak (an upper estimate).
 
     It counts bytes, not pixels: the stored image (its bit depth and channels: 1 byte a pixel for L/P,
@@ -246,7 +246,7 @@ def decode_cost(mode: str, size: tuple[int, int], frames: int = 1) -> int:
     stored = _bytes_per_pixel(mode)
     per_pixel = stored * (2 if frames > 1 else 1) + stored + 4 + 1  # image (+ previous frame), oriented copy, RGB
     extra = 0
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La", "P"):
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and transparency):
         per_pixel += 16  # RGBA copy, white background, composite (and a margin: measured 24 bytes a pixel in all)
     elif mode.startswith("I") or mode == "F":
         per_pixel += 1  # the 8-bit copy
@@ -317,7 +317,7 @@ def decode(
                 if draft_size is not None and img.format == "JPEG":
                     img.draft("RGB", draft_size)
                 budget = budget if budget is not None else shared_budget()
-                cost = decode_cost(img.mode, img.size, frames)
+                cost = decode_cost(img.mode, img.size, frames, "transparency" in img.info)
                 if not budget.acquire(cost):
                     return Decoded(None, "too_large", _over_budget(img, cost, frames, budget), (w, h))
                 kept = 0
