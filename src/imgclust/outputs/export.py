@@ -395,7 +395,6 @@ def _link_into_place(tmp: Path, target: Path) -> None:
         if os.path.lexists(target):  # no hard links here: check, then rename
             raise FileExistsError(errno.EEXIST, "File exists", str(target)) from None
         os.rename(tmp, target)
-    _fsync(target.parent)
 
 
 def _copy_across(src: Path, target: Path) -> None:
@@ -406,6 +405,7 @@ def _copy_across(src: Path, target: Path) -> None:
         shutil.copy2(src, tmp)
         _fsync(tmp)
         _link_into_place(tmp, target)
+        _fsync(target.parent)  # the new name is on disk before the only other copy goes
     except OSError as exc:
         raise _named(exc, target) from exc
     finally:
@@ -443,7 +443,7 @@ def _copy_no_overwrite(a: ExportAction, target_dir: Path, manifest: Path) -> Pat
             _append_manifest(manifest, {"op": "copy", "source": a.relpath, "target": f"{a.folder}/{target.name}",
                                         "size": st.st_size, "mtime_ns": st.st_mtime_ns})
             try:
-                os.link(tmp, target)  # fails if target exists: never overwrites
+                _link_into_place(tmp, target)  # fails if target exists: never overwrites
                 return target
             except FileExistsError:
                 continue
