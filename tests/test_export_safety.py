@@ -336,6 +336,18 @@ def test_undo_works_from_any_folder_and_never_touches_look_alike_files(photos, t
     assert all(d.read_bytes() == data for d, data in decoys.items())
 
 
+def test_undo_only_follows_a_journal_of_the_user_running_it(photos, tmp_path):
+    out, dest = _run(photos, tmp_path / "out"), tmp_path / "sorted"
+    export(out, dest, mode="move")
+    try:
+        os.chown(dest / MANIFEST, os.geteuid() + 4242, -1)  # as another user would leave it in a shared DEST
+    except PermissionError:
+        pytest.skip("changing a file's owner needs root")
+    with pytest.raises(InputError, match=r"belongs to another user .*only follows an export journal you own"):
+        undo_export(dest)
+    assert len(_exported(dest)) == 7
+
+
 # ---------------------------------------------------------------------------------------------
 # 19.4: DEST can never be read as images by a later run.
 
