@@ -32,6 +32,7 @@ import re
 import shutil
 import stat
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -76,6 +77,7 @@ class ExportPlan:
         images_dir: the run's images folder (resolved).
         grouping: an id of (images folder, path -> cluster); the same grouping gives the same id.
         folders: cluster number -> folder name (``cluster_00`` ...).
+        sizes: cluster number -> how many images the run put in it.
         names: cluster number -> suggested name (may be empty).
     """
 
@@ -85,6 +87,7 @@ class ExportPlan:
     images_dir: Path
     grouping: str
     folders: dict[int, str]
+    sizes: dict[int, int]
     names: dict[int, str]
 
 
@@ -170,6 +173,7 @@ def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *
             continue
         c = int(row["cluster"])
         pairs.append((row["path"], c))
+        folders.setdefault(c, folder_name(c, k))
         src = by_display.get(row["path"])
         if src is None:
             missing.append(row["path"])
@@ -179,10 +183,9 @@ def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *
             if why:
                 not_moved.append(f"{row['path']}: {why}")
                 continue
-        folders.setdefault(c, folder_name(c, k))
         actions.append(ExportAction(src, src.relative_to(images_real).as_posix(), folders[c], c))
     return ExportPlan(actions, missing, not_moved, images_dir, grouping_id(images_dir, pairs),
-                      dict(sorted(folders.items())), names)
+                      dict(sorted(folders.items())), dict(Counter(c for _, c in pairs)), names)
 
 
 def _why_not_movable(src: Path, images_real: Path) -> str:
@@ -550,10 +553,7 @@ def _write_clusters_csv(dest: Path, plan: ExportPlan, *, ours: bool) -> Path | N
     if os.path.lexists(path) and not ours:
         log.warning("Not writing %s: a file of that name is already there.", path)
         return None
-    counts: dict[int, int] = {}
-    for a in plan.actions:
-        counts[a.cluster] = counts.get(a.cluster, 0) + 1
-    rows = [{"folder": f, "cluster": c, "images": counts.get(c, 0), "suggested_name": plan.names.get(c, "")}
+    rows = [{"folder": f, "cluster": c, "images": plan.sizes[c], "suggested_name": plan.names.get(c, "")}
             for c, f in plan.folders.items()]
     return write_csv(path, rows, ["folder", "cluster", "images", "suggested_name"])
 
