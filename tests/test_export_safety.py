@@ -240,6 +240,56 @@ def test_an_undo_across_filesystems_that_dies_mid_file_is_finished_by_a_rerun(ph
     assert _hashes(photos) == before and _exported(dest) == []
 
 
+@pytest.fixture()
+def other_filesystem(tmp_path):
+    """A folder on another filesystem than tmp_path (the tmpfs /dev/shm), removed afterwards."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK) or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no writable second filesystem (/dev/shm on another device than the test folder)")
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="imgclust-test-", dir=shm))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_move_and_undo_onto_a_real_second_filesystem(photos, tmp_path, other_filesystem):
+    out, dest = _run(photos, tmp_path / "out"), other_filesystem / "sorted"
+    before = _hashes(photos)
+    code, text = _invoke(["export", str(out), "--to", str(dest), "--mode", "move", "--yes"])
+    assert code == 0 and "Moved 7 images" in text
+    assert _hashes(photos) == {} and not list(dest.rglob(".imgclust-partial-*"))
+    assert sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in _exported(dest)) == sorted(before.values())
+    assert undo_export(dest).restored == 7
+    assert _hashes(photos) == before and not list(photos.rglob(".imgclust-partial-*"))
+
+
+def test_kill_9_during_a_move_onto_another_filesystem_leaves_no_truncated_file(tmp_path, other_filesystem):
+    from test_faults import _kill_when, _slow_child  # a real `python -m imgclust`, each file copy slowed down
+
+    root = tmp_path / "photos"
+    for i in range(12):
+        draw_image(root / f"img_{i}.png", color=RED if i % 2 else BLUE, seed=i, size=(96, 72))
+    out, dest = _run(root, tmp_path / "out"), other_filesystem / "sorted"
+    before = _hashes(root)
+
+    def partials() -> list[Path]:
+        return [p for p in dest.glob("cluster_*/.imgclust-partial-*") if p.stat().st_size > 0]
+
+    proc = _slow_child(tmp_path, ["export", str(out), "--to", str(dest), "--mode", "move", "--yes"],
+                       IMGCLUST_TEST_SLOW_COPY="0.2")
+    _kill_when(proc, lambda: dest.is_dir() and len(_exported(dest)) >= 2 and bool(partials()))
+    assert partials(), "the kill must land in the middle of copying a file"
+    assert 2 <= len(_exported(dest)) < 12
+    for p in _exported(dest):  # whatever has a real name is complete
+        assert hashlib.sha256(p.read_bytes()).hexdigest() in before.values(), p
+    report = export(out, dest, mode="move")
+    assert report.done + report.skipped_existing == 12
+    assert sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in _exported(dest)) == sorted(before.values())
+    assert _hashes(root) == {} and not list(dest.rglob(".imgclust-partial-*"))  # no "-1" copy, no temporary
+    assert undo_export(dest).restored == 12 and _hashes(root) == before
+
+
 # ---------------------------------------------------------------------------------------------
 # 18.7: folders are cluster_00, cluster_01 ...; the suggested names go to clusters.csv.
 
