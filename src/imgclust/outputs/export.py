@@ -181,7 +181,7 @@ def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *
         if mode == "move":
             why = _why_not_movable(src, images_real)
             if why:
-                not_moved.append(f"{row['path']}: {why}")
+                not_moved.append(display_path(f"{row['path']}: {why}"))
                 continue
         actions.append(ExportAction(src, src.relative_to(images_real).as_posix(), folders[c], c))
     return ExportPlan(actions, missing, not_moved, images_dir, grouping_id(images_dir, pairs),
@@ -537,7 +537,7 @@ def _remove_earlier(live: dict[str, list[tuple[Path, dict[str, Any]]]], dest: Pa
                 os.unlink(target)
                 report.replaced += 1
             else:
-                report.kept_from_earlier.append(f"{target} (changed since that export)")
+                report.kept_from_earlier.append(display_path(f"{target} (changed since that export)"))
     for folder in sorted(folders):
         _remove_stale_temporaries(folder)
         try:
@@ -723,17 +723,17 @@ def undo_export(dest: str | os.PathLike[str]) -> UndoReport:
             target = _target_of(dest, entry)
             src = _inside(images_dir, source)
             if target is None:
-                report.refused.append(f"{entry['target']}: not a file in a cluster folder of {dest}")
+                report.refused.append(display_path(f"{entry['target']!r}: not a file in a cluster folder of {dest}"))
                 continue
             if src is None or not is_within(src.parent, images_real):
-                report.refused.append(f"{target}: its recorded source {source!r} is outside the images folder "
-                                      f"{images_dir}")
+                report.refused.append(display_path(f"{target}: its recorded source {source!r} is outside the images "
+                                                   f"folder {images_dir}"))
                 continue
             if not os.path.lexists(target):
                 continue  # already put back (or removed by the user)
             if not _same_identity(target, entry):
-                report.refused.append(f"{target}: not the file that export moved (its size or modification time "
-                                      "differs from the journal)")
+                report.refused.append(display_path(f"{target}: not the file that export moved (its size or modification "
+                                                   "time differs from the journal)"))
                 continue
             if os.path.lexists(src):
                 if _same_file_content(src, target) and not src.is_symlink():
@@ -741,7 +741,7 @@ def undo_export(dest: str | os.PathLike[str]) -> UndoReport:
                     _append_manifest(manifest, {"op": "undo", "source": source, "target": entry["target"]})
                     report.restored += 1
                 else:
-                    report.kept.append(f"{target} (something else is now at {src})")
+                    report.kept.append(display_path(f"{target} (something else is now at {src})"))
                 continue
             src.parent.mkdir(parents=True, exist_ok=True)  # inside the images folder (checked above)
             _remove_stale_temporaries(src.parent)
