@@ -114,8 +114,9 @@ def _round_trip(names: list[str], work: Path) -> None:
 @pytest.fixture()
 def no_report(monkeypatch):
     # The HTML report plays no part in names round-tripping through CSV and export (its own tests escape
-    # names); skipping it makes a run ~0.2 s, so 25 examples fit in the default suite.
+    # names); skipping it (and its map) makes a run ~0.1 s, so 25 examples fit in the default suite.
     monkeypatch.setattr(pipeline, "write_report", lambda *a, **k: None)
+    monkeypatch.setattr(pipeline, "save_report_data", lambda *a, **k: None)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

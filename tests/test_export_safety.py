@@ -30,6 +30,7 @@ REAL_COPYFILE = shutil.copyfile
 def _no_report(monkeypatch):
     """The HTML report plays no part in export; skipping it keeps each run ~0.2 s (report tests cover names)."""
     monkeypatch.setattr(pipeline, "write_report", lambda *a, **k: None)
+    monkeypatch.setattr(pipeline, "save_report_data", lambda *a, **k: None)
 
 
 def _run(root: Path, out: Path, k: int = 2) -> Path:
