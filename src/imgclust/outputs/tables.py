@@ -52,7 +52,7 @@ def assignments_table(records: Sequence[ImageRecord], labels_pred: np.ndarray, d
 
 
 class _LineFeedRows(io.StringIO):
-    """A buffer for a csv writer told to end rows with ``\r\n``: it stores ``\n`` instead.
+    r"""A buffer for a csv writer told to end rows with ``\r\n``: it stores ``\n`` instead.
 
     The csv module quotes a field only when it holds a character of the row terminator; rows ended by
     ``\n`` alone would leave a field holding ``\r`` unquoted, and a reader would split the row there.
@@ -64,7 +64,7 @@ class _LineFeedRows(io.StringIO):
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> Path:
-    """Write rows as CSV (UTF-8, header first, rows ending in ``\n``) atomically.
+    r"""Write rows as CSV (UTF-8, header first, rows ending in ``\n``) atomically.
 
     Any text round-trips through :func:`read_csv`: fields holding a comma, a quote, ``\r`` or ``\n``
     are quoted.
@@ -116,6 +116,6 @@ def read_assignments(out_dir: Path) -> list[dict[str, str]]:
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    """The rows of a CSV file written by :func:`write_csv` (``newline=""``: a quoted ``\r`` stays in its field)."""
+    r"""The rows of a CSV file written by :func:`write_csv` (``newline=""``: a quoted ``\r`` stays in its field)."""
     with open(path, encoding="utf-8", newline="") as fh:
         return list(csv.DictReader(fh))
