@@ -76,6 +76,27 @@ class KType(click.ParamType):
         return k
 
 
+def _examples(*lines: str) -> str:
+    """An epilog of example command lines, printed as written (``\\b`` stops click from rewrapping them)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+class AliasedOption(click.Option):
+    """An option that also answers to older names, which work but are left out of --help."""
+
+    def __init__(self, *args: Any, hidden_aliases: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hidden_aliases = set(hidden_aliases)
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        opts = self.opts
+        self.opts = [o for o in opts if o not in self.hidden_aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = opts
+
+
 def _fail(exc: ImgclustError) -> None:
     console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
     sys.exit(exc.exit_code)
@@ -142,14 +163,17 @@ def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
     return cache if cache is not None else True
 
 
-@main.command()
+@main.command(short_help="Cluster a folder of images; write a table and a report.", epilog=_examples(
+    "imgclust run photos --out out                   # k chosen automatically",
+    "imgclust run photos --out out --k 5 --seed 1    # five groups"))
 @click.argument("images_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @features_options
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Local checkpoint for timm:MODEL features (.safetensors or a PyTorch state dict).")
 @click.option("--k", "k", type=KType(), default="auto", show_default=True, help="Number of clusters, or auto.")
-@click.option("--k-range", default="2-30", show_default=True, help="Range searched by --k auto.")
+@click.option("--ks", "--k-range", "k_range", cls=AliasedOption, hidden_aliases=("--k-range",), default="2-30",
+              show_default=True, help="k values tried by --k auto, as LOW-HIGH.")
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Clustering method: spectral (kNN-graph spectral clustering) or kmeans (the original). See docs/methods.md.")
 @seed_labels_cache_options
 @click.option("--identity", type=click.Choice(["stat", "content"]), default="stat", show_default=True,
@@ -225,11 +249,13 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
               + ", report.html)", highlight=False)
 
 
-@main.command()
+@main.command(short_help="Score every k of a range; suggest one.", epilog=_examples(
+    "imgclust sweep photos --out sweep-out --ks 2-30",
+    "imgclust sweep photos --out sweep-out --ks 2,16,64,100,256 --features pixels"))
 @click.argument("images_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @features_options
-@click.option("--ks", "ks", default="2-30", show_default=True, help="k values to try: 2,16,64,100,256 or 2-30.")
+@click.option("--ks", "ks", default="2-30", show_default=True, help="k values to try: LOW-HIGH (2-30) or a list (2,16,64).")
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Clustering method.")
 @seed_labels_cache_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch.")
@@ -284,10 +310,14 @@ def print_sweep(summary: dict[str, Any], rows: list[Any], out_dir: Path) -> None
               highlight=False)
 
 
-@main.command()
+@main.command(short_help="Copy a run's images into one folder per cluster.", epilog=_examples(
+    "imgclust export out --to sorted                         # copies",
+    "imgclust export out --to sorted --mode move --yes       # moves; undo with:",
+    "imgclust export --undo --to sorted"))
 @click.argument("out_dir", type=click.Path(path_type=Path), required=False)
 @click.option("--to", "dest", type=click.Path(path_type=Path), help="Destination folder for the cluster folders.")
-@click.option("--mode", type=click.Choice(["copy", "symlink", "move"]), default="copy", show_default=True)
+@click.option("--mode", type=click.Choice(["copy", "symlink", "move"]), default="copy", show_default=True,
+              help="copy (the originals stay), symlink (links to the originals) or move (needs --yes; undo with --undo).")
 @click.option("--yes", is_flag=True, help="Confirm a move (required with --mode move).")
 @click.option("--undo", "undo", is_flag=True, help="Put back the files a move sent to --to.")
 def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool) -> None:
@@ -328,7 +358,8 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
         out.print(f"[yellow]{len(rep.missing_sources)} images no longer exist and were skipped[/].")
 
 
-@main.command()
+@main.command(short_help="Rebuild the HTML report of a finished run.", epilog=_examples(
+    "imgclust report out", "imgclust report out --map tsne"))
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--map", "map_method", type=click.Choice(["pca", "tsne", "umap"]), default=None,
               help="Recompute the 2-D map with this method (default: keep the saved PCA map).")
@@ -344,10 +375,8 @@ def report(out_dir: Path, map_method: str | None, cache: Path | None, no_cache: 
     out.print(f"Report written to {path}", highlight=False)
 
 
-@main.command(epilog="""\b
-Examples:
-  imgclust demo --out demo-out
-  imgclust demo --out demo-pixels --features pixels --seed 1""")
+@main.command(short_help="Cluster built-in photos: pixels against the network.", epilog=_examples(
+    "imgclust demo --out demo-out", "imgclust demo --out demo-seed1 --seed 1"))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for the demo.")
 @click.option("--features", "features", multiple=True,
               help="Extractor to compare; repeat for several (default: pixels and efficientnet-lite0).")
@@ -393,7 +422,8 @@ def demo(out_dir: Path, features: tuple[str, ...], seed: int) -> None:
         out.print(f"{name}: {escape(str(r.out_dir))}/report.html", highlight=False)
 
 
-@main.command("list-features")
+@main.command("list-features", short_help="List the feature extractors and what they need.", epilog=_examples(
+    "imgclust list-features"))
 def list_features_command() -> None:
     """List every feature extractor: vector size, whether it is installed, whether its weights are here."""
     from rich.markup import escape
@@ -411,7 +441,8 @@ def list_features_command() -> None:
     out.print(table)
 
 
-@main.command()
+@main.command(short_help="Sort new images into the clusters of a saved run.", epilog=_examples(
+    "imgclust assign out/model new-photos --out new-out"))
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.argument("images_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
