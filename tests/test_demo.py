@@ -8,6 +8,7 @@ from PIL import Image
 
 from imgclust.cli import main
 from imgclust.demo import demo_photos, run_demo, write_demo_images
+from imgclust.errors import OutputError
 
 
 def test_the_shipped_photos_are_small_and_each_has_its_licence():
@@ -38,6 +39,8 @@ def test_small_demo_with_pixels(tmp_path: Path):
     res = run_demo(tmp_path / "demo", features=("pixels",), per_class=2)
     assert res["pixels"].summary["n_ok"] == 20 and res["pixels"].summary["k"] == 10
     assert res["pixels"].metrics is not None
+    with pytest.raises(OutputError, match="made with other settings"):
+        run_demo(tmp_path / "demo", features=("pixels",), per_class=2, seed=1)
 
 
 @pytest.mark.slow

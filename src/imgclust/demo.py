@@ -10,6 +10,7 @@ pixels change. That is what a pretrained network is for, and where raw pixels fa
 from __future__ import annotations
 
 import io
+import json
 import os
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from ._fs import atomic_write_bytes, ensure_writable_dir
+from ._fs import atomic_write_bytes, atomic_write_json, ensure_writable_dir
 from .errors import OutputError
 
 DEMO_FEATURES = ("pixels", "efficientnet-lite0")
@@ -97,8 +98,18 @@ def run_demo(out_dir: str | os.PathLike[str], *, features: tuple[str, ...] = DEM
         raise OutputError(f"{out_dir} is not empty. Choose a new folder for the demo.")
     ensure_writable_dir(out_dir)
     images = out_dir / "images"
-    if not images.is_dir():
+    made_with = {"seed": seed, "per_class": per_class}
+    if images.is_dir():
+        try:
+            earlier = json.loads((out_dir / "demo.json").read_text())
+        except (OSError, ValueError):
+            earlier = None
+        if earlier != made_with:
+            raise OutputError(f"{images} holds demo images made with other settings ({earlier or 'unknown'}). "
+                              "Choose a new folder for the demo.")
+    else:
         write_demo_images(images, per_class=per_class, seed=seed)
+        atomic_write_json(out_dir / "demo.json", made_with)
     k = len(demo_photos()) if k is None else k
     results = {}
     for name in features:
