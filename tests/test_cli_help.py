@@ -22,6 +22,7 @@ def test_the_command_list_shows_each_description_whole():
         assert short, f"{name} has no short_help"
         assert short in " ".join(listed.split()), f"{name}: {short!r} is cut in\n{listed}"
     assert "..." not in listed
+    assert "imgclust demo --out demo-out" in result.output.split("Examples:")[1]
 
 
 @pytest.mark.parametrize("name", COMMANDS)

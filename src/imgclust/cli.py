@@ -112,7 +112,9 @@ class Group(click.Group):
             _fail(exc)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=_examples("imgclust demo --out demo-out", "imgclust run PHOTOS --out OUT",
+                              "imgclust COMMAND --help"))
 @click.version_option(__version__, prog_name="imgclust")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
