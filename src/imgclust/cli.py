@@ -387,7 +387,7 @@ def report(out_dir: Path, map_method: str | None, cache: Path | None, no_cache: 
 def demo(out_dir: Path, features: tuple[str, ...], seed: int) -> None:
     """Cluster 300 built-in photo crops with raw pixels and with the network.
 
-    Ten public-domain photos ship with imgclust (a cat, a coffee cup, a rocket, ...); the demo cuts 30
+    Ten public-domain or CC0 photos ship with imgclust (a cat, a coffee cup, a rocket, ...); the demo cuts 30
     random crops from each (other place, size, brightness, colour), clusters them into 10 groups with
     each extractor and scores the groups against the photo each crop came from. Nothing is downloaded.
     """
