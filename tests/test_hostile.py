@@ -196,6 +196,24 @@ def test_a_second_command_into_a_busy_output_folder_exits_2(small: Path, tmp_pat
     os.close(_hold_lock(out))
 
 
+def test_report_waits_for_no_one_and_keeps_the_run_outputs(small: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    imgclust.run(small, out, features="pixels", feature_options={"size": 4}, k=2, cache=False)
+    fd = _hold_lock(out)  # a run is rewriting out right now: the report would mix old and new files
+    try:
+        code, text = _invoke(["report", str(out), "--no-cache"])
+    finally:
+        os.close(fd)
+    assert code == 2 and "Another imgclust command is writing into" in text, text
+    before = set(os.listdir(out))
+    code, text = _invoke(["report", str(out), "--no-cache"])
+    assert code == 0, text
+    assert set(os.listdir(out)) == before  # the report rewrites its page; it removes nothing of the run's
+    code, text = _invoke(["report", str(out), "--cache", str(small / ".cache")])
+    assert code == 2 and "is inside the images folder" in text, text
+    assert not (small / ".cache").exists()
+
+
 def test_two_new_runs_into_one_new_folder_cannot_both_write(small: Path, tmp_path: Path):
     out = tmp_path / "new"
     held: list[int] = []

@@ -103,13 +103,7 @@ def is_imgclust_dir(out_dir: Path) -> bool:
     return (out_dir / OUT_MARKER).exists() or (out_dir / "summary.json").exists()
 
 
-def holds_out_lock(fn: F) -> F:
-    """Decorate a command whose ``out_dir`` argument is an output folder: lock it for the whole call.
-
-    The lock is taken at once when ``out_dir`` already is an imgclust folder (a rerun), else by
-    :func:`claim_out_dir` when the command creates it. After a successful call, the outputs of an earlier
-    command that this one did not write again are removed.
-    """
+def _locking(fn: F, cleanup: bool) -> F:
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
@@ -121,7 +115,7 @@ def holds_out_lock(fn: F) -> F:
             if out_dir.is_dir() and is_imgclust_dir(out_dir):
                 session.acquire()
             result = fn(*args, **kwargs)
-            if session.fd is not None:
+            if cleanup and session.fd is not None:
                 remove_stale_outputs(out_dir, session.before)
             return result
         finally:
@@ -129,6 +123,24 @@ def holds_out_lock(fn: F) -> F:
             _current.reset(token)
 
     return wrapper  # type: ignore[return-value]
+
+
+class _HoldsOutLock:
+    def __call__(self, fn: F) -> F:
+        """Decorate a command whose ``out_dir`` argument is an output folder: lock it for the whole call.
+
+        The lock is taken at once when ``out_dir`` already is an imgclust folder (a rerun), else by
+        :func:`claim_out_dir` when the command creates it. After a successful call, the outputs of an
+        earlier command that this one did not write again are removed.
+        """
+        return _locking(fn, cleanup=True)
+
+    def without_cleanup(self, fn: F) -> F:
+        """The same lock, for a command that rewrites only some outputs of a run (``report``)."""
+        return _locking(fn, cleanup=False)
+
+
+holds_out_lock = _HoldsOutLock()
 
 
 def claim_out_dir(out_dir: Path, text: str) -> None:

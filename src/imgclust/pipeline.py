@@ -308,6 +308,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
     return RunResult(out_dir, config, feats, result, metrics, summary)
 
 
+@holds_out_lock.without_cleanup
 def rebuild_report(out_dir: str | os.PathLike[str], *, map_method: str | None = None,
                    cache: CacheSetting = True, progress: Progress | None = None) -> Path:
     """Rebuild OUT_DIR/report.html from the files of a finished run.
@@ -321,6 +322,7 @@ def rebuild_report(out_dir: str | os.PathLike[str], *, map_method: str | None = 
     """
     out_dir = Path(out_dir)
     summary = read_summary(out_dir)
+    check_cache_dir(Path(summary.get("images_dir") or out_dir), cache)  # its plots go to the cache folder
     if map_method is not None or not (out_dir / REPORT_DATA).is_file():
         config = RunConfig.from_dict(summary["config"])
         rows = [r for r in read_assignments(out_dir) if r.get("status") == "ok" and r.get("cluster", "") != ""]
