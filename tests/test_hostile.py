@@ -196,7 +196,7 @@ def test_a_second_command_into_a_busy_output_folder_exits_2(small: Path, tmp_pat
     os.close(_hold_lock(out))
 
 
-def test_report_waits_for_no_one_and_keeps_the_run_outputs(small: Path, tmp_path: Path):
+def test_report_refuses_a_busy_folder_and_keeps_the_run_outputs(small: Path, tmp_path: Path):
     out = tmp_path / "out"
     imgclust.run(small, out, features="pixels", feature_options={"size": 4}, k=2, cache=False)
     fd = _hold_lock(out)  # a run is rewriting out right now: the report would mix old and new files
