@@ -196,6 +196,29 @@ def test_a_second_command_into_a_busy_output_folder_exits_2(small: Path, tmp_pat
     os.close(_hold_lock(out))
 
 
+def test_the_lock_of_a_killed_command_is_released(small: Path, tmp_path: Path):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    imgclust.run(small, out, features="pixels", feature_options={"size": 4}, k=2, cache=False)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(out / OUT_MARKER)!r}, os.O_RDWR)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        code, text = _invoke(["run", str(small), "--out", str(out), *PIX, "--k", "2", "--no-cache", "-q"])
+        assert code == 2 and "Another imgclust command is writing into" in text, text
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+    code, text = _invoke(["run", str(small), "--out", str(out), *PIX, "--k", "2", "--no-cache", "-q"])
+    assert code == 0, text  # kill -9 left no stale lock behind
+
+
 def test_report_refuses_a_busy_folder_and_keeps_the_run_outputs(small: Path, tmp_path: Path):
     out = tmp_path / "out"
     imgclust.run(small, out, features="pixels", feature_options={"size": 4}, k=2, cache=False)
