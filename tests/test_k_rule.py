@@ -211,3 +211,19 @@ def test_rerun_with_a_candidate_k_reuses_the_sweep(image_folder_module: Path, au
              cache=False)
     assert "k_from_sweep" not in r2.summary and r2.clustering.info.get("from") is None
 
+
+
+def test_cli_run_prints_the_other_choices(image_folder_module: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from imgclust.cli import main
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["run", str(image_folder_module), "--out", str(out), "--features", "pixels",
+                                    "--size", "4", "--k-range", "2-6", "--no-cache"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    summary = json.loads((out / "summary.json").read_text())
+    other = next(c for c in summary["k_candidates"] if c["k"] != summary["k"])
+    assert "Other choices (rerun with --k K into the same --out; no clustering again):" in text
+    assert f"k={other['k']}: {' '.join(other['reason'].split())}" in text
