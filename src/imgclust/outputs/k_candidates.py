@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 K_CANDIDATES = "k-candidates.npz"
 FORMAT = 1
+_HASH_ROWS = 8192
 
 
 def sweep_fingerprint(X: np.ndarray, *, method: str, method_options: Mapping[str, Any], seed: int) -> str:
@@ -38,7 +39,8 @@ def sweep_fingerprint(X: np.ndarray, *, method: str, method_options: Mapping[str
     h = hashlib.blake2b(digest_size=20)
     h.update(json.dumps({"format": FORMAT, "shape": list(X.shape), "method": method,
                          "method_options": method_options, "seed": seed}, sort_keys=True, default=str).encode())
-    h.update(X.tobytes())  # a copy, but hashing costs more than copying
+    for start in range(0, len(X), _HASH_ROWS):  # in blocks: no copy of all the vectors at once
+        h.update(X[start:start + _HASH_ROWS].tobytes())
     return h.hexdigest()
 
 
