@@ -6,7 +6,7 @@ cifar10-test-5000; labels are qualified by their source, so CIFAR's cats and the
 two groups): different mixtures, 1,000 to 9,000 vectors (all three sets together), photos with and
 without the 32-px CIFAR thumbnails, one dominant class, single sources. For each folder it runs ONE
 spectral sweep over k = 2..60 (the default method, seed 0), then applies every rule to it (a rule sees
-the k of ``--k-range``, the default 2-30) and prints the chosen k, the NMI at that k, the best NMI over
+the k of ``--k-range``, by default 2-30 as ``run --ks``) and prints the chosen k, the NMI at that k, the best NMI over
 k = 2..60 and their ratio. Goal for the default rule: ratio >= 0.90 on every folder, >= 0.95 on
 average, dogs vs cats k = 2, Imagenette 8-12.
 

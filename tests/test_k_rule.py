@@ -220,7 +220,7 @@ def test_cli_run_prints_the_other_choices(image_folder_module: Path, tmp_path: P
 
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["run", str(image_folder_module), "--out", str(out), "--features", "pixels",
-                                    "--size", "4", "--k-range", "2-6", "--no-cache"])
+                                    "--size", "4", "--ks", "2-6", "--no-cache"])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
     summary = json.loads((out / "summary.json").read_text())
