@@ -217,6 +217,7 @@ def main() -> int:
             return 0
         sets[name] = got
     cache_dir = Path(args.sweeps) if args.sweeps else None
+    from imgclust.cluster.choose_k import pick_k as ck_pick
     ratios: dict[str, list[float]] = {}
     table: list[tuple[str, str, int, float, float, float]] = []
     for folder in folders:
@@ -240,6 +241,16 @@ def main() -> int:
             ratios.setdefault(rule, []).append(ratio)
             table.append((folder.name, rule, k, float(nmi[k]), float(nmi[best_k]), ratio))  # type: ignore[arg-type]
             print(f"  {rule:<22} k={k:<3d} NMI {nmi[k]:.3f}  best {nmi[best_k]:.3f}  ratio {ratio:.3f}")
+        # The candidates the rule lists, scored against the classes and against the source set: does the
+        # coarse candidate (the clearest split) find the kinds of pictures (photos vs thumbnails)?
+        from imgclust.metrics import evaluate
+
+        source = np.array([label.split("/")[0] for label in y])
+        listed = []
+        for c in ck_pick(part).alternatives:
+            by_source = evaluate(source, part.labels[c.k])["nmi"] if len(set(source.tolist())) > 1 else float("nan")
+            listed.append(f"k={c.k} ({c.basis}): NMI {nmi[c.k]:.3f}, vs source {by_source:.3f}")
+        print("  candidates listed: " + "; ".join(listed))
     goal = [i for i, f in enumerate(folders) if f.in_goal]
     print(f"\nrule                    mean ratio  worst ratio  over the {len(goal)} goal folders "
           f"({', '.join(folders[i].name for i in goal)}); mean, worst over all {len(folders)}")
