@@ -205,7 +205,16 @@ def test_rerun_with_a_candidate_k_reuses_the_sweep(image_folder_module: Path, au
     assert r.summary["k"] == other and r.summary.get("k_from_sweep") is True
     assert r.clustering.info == {"from": K_CANDIDATES}
     np.testing.assert_array_equal(r.clustering.labels, saved[f"k{other}"])
-    assert "not clustered again" in (auto_run / "report.html").read_text()
+    html = (auto_run / "report.html").read_text()
+    assert "not clustered again" in html
+    # The report of the rerun still lists the candidates, the one used here marked.
+    assert r.summary["k_candidates"] == summary["k_candidates"]
+    assert f'<td class="n">{other} (used here)</td>' in html and 'id="choosing-k"' in html
+    # ... and so does a second rerun, back to the chosen k.
+    back = run(image_folder_module, auto_run, features="pixels", feature_options={"size": 4}, k=summary["k"],
+               cache=False)
+    assert back.summary.get("k_from_sweep") is True and back.summary["k_candidates"] == summary["k_candidates"]
+    np.testing.assert_array_equal(back.clustering.labels, saved[f"k{summary['k']}"])
     # Another seed is another clustering: fitted afresh.
     r2 = run(image_folder_module, auto_run, features="pixels", feature_options={"size": 4}, k=other, seed=1,
              cache=False)

@@ -249,6 +249,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
                 result = result_from_labels(feats.X, saved, k, seed=config.seed, method=config.method,
                                             info={"from": K_CANDIDATES})
                 k_info["k_from_sweep"] = True
+                k_info.update(_earlier_k_choice(out_dir))
             else:
                 result = backend.cluster(feats.X, k, config)
             sweep_table = None
@@ -310,6 +311,19 @@ def rebuild_report(out_dir: str | os.PathLike[str], *, map_method: str | None = 
         save_report_data(out_dir, X, labels, centers=None if saved is None else saved["centers"],
                          map_method=map_method or "pca", seed=config.seed)
     return write_report(out_dir, figure_cache=figure_cache(cache))
+
+
+def _earlier_k_choice(out_dir: Path) -> dict[str, Any]:
+    """The candidates of the automatic run whose clusterings a ``--k`` rerun reuses, so that its report
+    still lists them (empty when that summary is gone or unreadable)."""
+    try:
+        earlier = read_summary(out_dir)
+    except InputError:
+        return {}
+    keys = ("k_candidates", "elbow_k", "silhouette_k", "eigengap_k", "k_range")
+    if not (earlier.get("k_auto") or earlier.get("k_from_sweep")):
+        return {}
+    return {key: earlier[key] for key in keys if key in earlier}
 
 
 def k_summary(pick: KPick) -> dict[str, Any]:

@@ -382,10 +382,11 @@ SWEEP_CSV = "sweep.csv"
 
 def k_choice_view(out_dir: Path, summary: dict[str, Any], k: int, figures: Path | None) -> dict[str, Any] | None:
     """What the report shows of an automatic k: the candidates with their reasons and the criteria curves
-    (silhouette and inertia against k, chosen k and candidates marked), from summary.json and sweep.csv.
-    None for a run with a fixed k or without its sweep.csv."""
+    (silhouette and inertia against k, chosen k and candidates marked), from summary.json and sweep.csv;
+    also for a ``--k`` rerun that took one of those candidates. None for a run with a fixed k or without
+    its sweep.csv."""
     path = out_dir / SWEEP_CSV
-    if not summary.get("k_auto") or not path.is_file():
+    if not (summary.get("k_auto") or summary.get("k_from_sweep")) or not path.is_file():
         return None
     with path.open(newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r.get("k")]
