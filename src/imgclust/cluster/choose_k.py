@@ -11,17 +11,19 @@ iterations: a sweep costs a few short runs per k instead of the ten full restart
 fit, with inertia within about 1% of them (see ``bench/sweep.py``). The silhouette is computed on a
 seeded sample of at most ``silhouette_sample`` rows whose distance matrix is computed once for all k.
 
-The automatic rule (:func:`pick_k`), documented in ``docs/choosing-k.md``, applied to the criteria of
-the method's own clusterings (so that k is chosen for the groups that method finds):
+The automatic rule (:func:`pick_k`), documented and measured in ``docs/choosing-k.md``
+(``bench/choose_k.py``), applied to the criteria of the method's own clusterings (so that k is chosen
+for the groups that method finds):
 
-1. Silhouette first: it compares each sample's distance to its own cluster with its distance to the
-   nearest other cluster, so unlike inertia it does not improve just because k grows.
-2. Near the top the silhouette curve of real embeddings is flat and its arg max moves between
-   neighbouring k from seed to seed, so every k whose silhouette is within one standard error of the
-   best one is a candidate (the "one standard error" rule; the error is that of the mean silhouette
-   over the sample at the best k).
-3. Among the candidates, take the one closest to the elbow of the inertia curve, found by kneedle
-   (the ``kneed`` package): the point of diminishing returns. Without an elbow, the smallest candidate.
+1. The k with the highest silhouette, when the neighbour graph agrees: the largest gap in its
+   spectrum (spectral's eigenvalues) is within one k of it.
+2. Otherwise the elbow of the inertia curve (kneedle): in a folder that mixes kinds of pictures the
+   clearest split is a coarse one (thumbnails against photos) that the graph does not see as its
+   natural parts, and the elbow finds the finer groups.
+3. Without a spectrum (k-means), the k within one standard error of the best silhouette closest to
+   the elbow.
+
+The chosen k comes with up to three next-best k and their reasons in plain words (:class:`KCandidate`).
 
 Arrays only: no IO here.
 """
