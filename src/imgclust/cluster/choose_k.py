@@ -208,7 +208,7 @@ def kneedle_elbow(ks: Sequence[int], inertia: Sequence[float], *, sensitivity: f
     which every automatic choice of k would pay.
 
     Example:
-        >>> kneedle_elbow([1, 2, 3, 4, 5, 6], [100, 30, 12, 10, 9, 8])
+        >>> kneedle_elbow([1, 2, 3, 4, 5, 6, 7, 8], [100, 60, 30, 20, 17, 15, 14, 13])
         3
     """
     x = np.asarray(ks, dtype=float)
