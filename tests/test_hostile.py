@@ -268,7 +268,7 @@ def test_a_rerun_removes_outputs_it_did_not_write_again(small: Path, tmp_path: P
     imgclust.run(small, out, k=None, k_range=(2, 3), labels="folder", **common)
     assert {"sweep.csv", "confusion.csv"} <= set(os.listdir(out))
     assert not (out / "elbow.png").exists() and not (out / "criteria.png").exists()
-    imgclust.run(small, out, k=2, labels="none", **common)
+    imgclust.run(small, out, k=4, labels="none", **common)  # k outside the sweep's range: not one of its candidates
     names = set(os.listdir(out))
     assert "sweep.csv" not in names and "confusion.csv" not in names
     assert {"assignments.csv", "summary.json", "report.html", "model"} <= names
@@ -622,3 +622,14 @@ def test_at_least_40_kinds_of_bad_input_are_covered():
     total = len(CASES) + len(HOSTILE_KINDS)
     assert total >= 40
     assert f"**{len(HOSTILE_KINDS)} kinds**" in doc and f"**{total} kinds** covered" in doc
+
+
+def test_a_k_rerun_that_takes_a_candidate_keeps_its_sweep(small: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    common = {"features": "pixels", "feature_options": {"size": 4}, "cache": False, "method": "kmeans"}
+    auto = imgclust.run(small, out, k=None, k_range=(2, 4), **common)
+    rerun = imgclust.run(small, out, k=auto.summary["k"], **common)  # the chosen k: a saved candidate
+    assert rerun.summary.get("k_from_sweep") is True
+    assert (out / "sweep.csv").exists() and (out / "k-candidates.npz").exists()
+    imgclust.run(small, out, k=1, **common)  # not a candidate: the sweep no longer describes this grouping
+    assert not (out / "sweep.csv").exists() and not (out / "k-candidates.npz").exists()

@@ -36,7 +36,7 @@ LOCK_NAME = OUT_MARKER
 # Every file an imgclust command writes into an output folder (relative paths).
 OUTPUT_FILES: tuple[str, ...] = (
     "assignments.csv", "summary.json", "confusion.csv", "sweep.csv", "elbow.png", "criteria.png",
-    "report.html", "report-data.npz", "model/model.json", "model/centers.npz",
+    "report.html", "report-data.npz", "model/model.json", "model/centers.npz", "k-candidates.npz",
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -158,6 +158,18 @@ def claim_out_dir(out_dir: Path, text: str) -> None:
         session.release()
     else:
         session.acquire(text)
+
+
+def keep_outputs(out_dir: Path, *names: str) -> None:
+    """Within a locked command on ``out_dir``: the earlier outputs ``names`` still belong to this command's
+    results (e.g. the sweep a ``--k`` rerun took its clustering from), so they are not removed as stale."""
+    session = _current.get()
+    if session is None or session.out_dir != out_dir:
+        return
+    for name in names:
+        fd = session.before.pop(name, None)
+        if fd is not None:
+            os.close(fd)
 
 
 def remove_stale_outputs(out_dir: Path, before: dict[str, int]) -> list[str]:
