@@ -285,18 +285,35 @@ def rebuild_report(out_dir: str | os.PathLike[str], *, map_method: str | None = 
     if map_method is not None or not (out_dir / REPORT_DATA).is_file():
         config = RunConfig.from_dict(summary["config"])
         rows = [r for r in read_assignments(out_dir) if r.get("status") == "ok" and r.get("cluster", "") != ""]
-        feats = load_features(summary["images_dir"], config, cache=cache, exclude=[out_dir], progress=progress)
-        index = {r.relpath: i for i, r in enumerate(feats.usable)}
-        missing = [r["path"] for r in rows if r["path"] not in index]
-        if missing:
-            raise InputError(f"{len(missing)} clustered images (e.g. {missing[0]}) can no longer be read under "
-                             f"{summary['images_dir']}, so the map cannot be recomputed. Run imgclust run again.")
-        X = feats.X[[index[r["path"]] for r in rows]]
+        X = run_vectors(out_dir, cache=cache, progress=progress, purpose="the map cannot be recomputed")
         labels = np.array([int(r["cluster"]) for r in rows])
         saved = load_report_data(out_dir, labels)  # keeps the clusterer's own centres when they were saved
         save_report_data(out_dir, X, labels, centers=None if saved is None else saved["centers"],
                          map_method=map_method or "pca", seed=config.seed)
     return write_report(out_dir, figure_cache=figure_cache(cache))
+
+
+def run_vectors(out_dir: str | os.PathLike[str], *, cache: CacheSetting = True, progress: Progress | None = None,
+                purpose: str = "its vectors cannot be loaded") -> np.ndarray:
+    """The vectors of a finished run's clustered images, in assignments.csv order (cache first, else recomputed).
+
+    Returns:
+        np.ndarray of shape (n_clustered, dim), float32.
+
+    Raises:
+        InputError: OUT_DIR is not a run's output folder, or some of its images can no longer be read.
+    """
+    out_dir = Path(out_dir)
+    summary = read_summary(out_dir)
+    config = RunConfig.from_dict(summary["config"])
+    rows = [r for r in read_assignments(out_dir) if r.get("status") == "ok" and r.get("cluster", "") != ""]
+    feats = load_features(summary["images_dir"], config, cache=cache, exclude=[out_dir], progress=progress)
+    index = {r.relpath: i for i, r in enumerate(feats.usable)}
+    missing = [r["path"] for r in rows if r["path"] not in index]
+    if missing:
+        raise InputError(f"{len(missing)} clustered images (e.g. {missing[0]}) can no longer be read under "
+                         f"{summary['images_dir']}, so {purpose}. Run imgclust run again.")
+    return feats.X[[index[r["path"]] for r in rows]]
 
 
 def _summary(feats: Features, config: RunConfig, result: ClusterResult, metrics: dict[str, float] | None,

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._fs import is_within, unique_path
+from ..edits import load as load_edited
 from ..errors import InputError, OutputError, ParameterError
 from ..io.discover import discover, display_path
-from .tables import read_assignments, read_summary
+from .tables import read_summary
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,10 @@ def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str]) -
     if is_within(dest, images_dir):
         raise OutputError(f"The export destination {dest} is inside the images folder {images_dir}; "
                           "choose a folder outside it so the images are never mixed with the output.")
-    rows = read_assignments(out_dir)
-    names = {int(k): v for k, v in (summary.get("cluster_names") or {}).items()}
-    width = max(2, len(str(max(int(summary.get("k", 1)) - 1, 0))))
+    # The edited state (edits.jsonl applied): moved images where moved, excluded ones left out (cluster '').
+    edited = load_edited(out_dir)
+    rows, names, given = edited.rows, edited.names, edited.given_names
+    width = max(2, len(str(max(edited.k, int(summary.get("k", 1))) - 1)))
     by_display = {r.relpath: r.path for r in discover(images_dir, exclude=[out_dir, dest])} if images_dir.is_dir() else {}
     actions, missing = [], []
     for row in rows:
@@ -76,7 +78,9 @@ def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str]) -
             continue
         c = int(row["cluster"])
         default = f"cluster_{c:0{width}d}"
-        folder = f"{default}_{safe_folder_name(names[c], default)}" if c in names else default
+        # A name given in review / imgclust edit is the folder's name; a suggested one follows the number.
+        folder = (safe_folder_name(given[c], default) if c in given
+                  else f"{default}_{safe_folder_name(names[c], default)}" if c in names else default)
         src = by_display.get(row["path"])
         if src is None:
             missing.append(row["path"])
