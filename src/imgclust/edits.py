@@ -20,7 +20,7 @@ and an EDIT is one of::
 
 PATH is the ``path`` column of assignments.csv. New clusters take the next unused id (the run's k,
 then k + 1, ...), so replaying the same journal always gives the same ids. A line cut short by a
-crash (the last line, without its newline) is ignored: the state is that of the actions before it.
+crash (not JSON) is ignored: the state is that of the actions before it.
 
 :func:`apply` is the one way the edited state is computed: export, the report, the saved model
 (``imgclust assign``), ``imgclust edit`` and ``imgclust review`` all read it through here.
@@ -204,10 +204,13 @@ def check_name(name: Any) -> str:
 # --- the journal ------------------------------------------------------------------------------------
 
 def read_journal(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The lines of OUT_DIR/edits.jsonl (none when it does not exist); a last line cut by a crash is dropped.
+    """The lines of OUT_DIR/edits.jsonl (none when it does not exist); a line cut by a crash is dropped.
+
+    A crash can only cut the line being written; the next append starts a new line after it, so
+    such a line may also sit in the middle. Text that is not JSON is such a line.
 
     Raises:
-        InputError: a line other than the last is not a JSON object.
+        InputError: a line is JSON but not an action (apply, undo, redo).
     """
     path = Path(out_dir) / EDITS
     try:
@@ -224,8 +227,9 @@ def read_journal(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             continue
         try:
             entry = json.loads(line)
-        except ValueError:
-            entry = None
+        except ValueError:  # cut short by a crash (a prefix of a JSON object is never valid JSON)
+            log.warning("Ignoring line %d of %s: cut short by a crash.", n, path)
+            continue
         if not isinstance(entry, dict) or entry.get("op") not in ("apply", "undo", "redo"):
             raise InputError(f"Line {n} of {path} is not an edit ({line[:80]!r}). Remove that line by hand; "
                              "the lines before it are kept.")
