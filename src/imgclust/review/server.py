@@ -54,7 +54,7 @@ MAX_PER_PAGE = 500
 MAX_BODY = 32 * 1024 * 1024
 OUTLIER_PERCENTILE = 95.0
 STATIC_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-                "app.css": "text/css; charset=utf-8"}
+                "app.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 

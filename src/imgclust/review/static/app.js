@@ -220,17 +220,18 @@ function drawMap(path) {
     }
   };
   const grey = [200, 200, 200];
+  const r = n < 2000 ? 3 : n < 20000 ? 2 : 1;  // bigger dots when there are few
   for (let i = 0; i < n; i++) {
     if (app.selected.has(i)) continue;
     const [x, y] = canvasXY(i, w, h);
     const c = app.labels[i];
-    put(Math.round(x), Math.round(y), 1, c < 0 ? grey : (colors.get(c) || grey));
+    put(Math.round(x), Math.round(y), r, c < 0 ? grey : (colors.get(c) || grey));
   }
   for (const i of app.selected) {  // selected on top, ringed in black
     const [x, y] = canvasXY(i, w, h);
-    put(Math.round(x), Math.round(y), 3, [0, 0, 0]);
+    put(Math.round(x), Math.round(y), r + 2, [0, 0, 0]);
     const c = app.labels[i];
-    put(Math.round(x), Math.round(y), 1, c < 0 ? grey : (colors.get(c) || grey));
+    put(Math.round(x), Math.round(y), r, c < 0 ? grey : (colors.get(c) || grey));
   }
   ctx.putImageData(img, 0, 0);
   if (path && path.length > 1) {
