@@ -41,6 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ class EditState:
     original: np.ndarray
     given_names: dict[int, str] = field(default_factory=dict)
     next_id: int = 0
+    labels_true: list[str] | None = None
     _index: dict[str, int] | None = None
 
     @classmethod
@@ -85,11 +87,13 @@ class EditState:
         ok = [r for r in rows if r.get("status", "ok") == "ok" and str(r.get("cluster", "")) != ""]
         labels = np.array([int(r["cluster"]) for r in ok], dtype=np.int64)
         top = int(labels.max()) + 1 if len(labels) else 0
-        return cls([str(r["path"]) for r in ok], labels, labels.copy(), {}, max(top, k or 0))
+        truth = [r.get("label") or "" for r in ok]
+        return cls([str(r["path"]) for r in ok], labels, labels.copy(), {}, max(top, k or 0),
+                   truth if any(truth) else None)
 
     def copy(self) -> EditState:
         return EditState(self.paths, self.labels.copy(), self.original, dict(self.given_names), self.next_id,
-                         self._index)
+                         self.labels_true, self._index)
 
     @property
     def index(self) -> dict[str, int]:
@@ -262,9 +266,8 @@ class EditedRun:
     """The edited state of a run: what :func:`apply` returns.
 
     Attributes:
-        rows: assignments.csv's rows with ``cluster`` as edited ('' for an excluded image) and two more
-            columns: ``original_cluster`` (the run's) and ``excluded`` ('true' or '').
-        state: the arrays behind them (see :class:`EditState`).
+        assignments: the run's rows, as given.
+        state: the edited state, as arrays (see :class:`EditState`).
         names: id -> display name of each cluster that has images: the given name, else the run's suggestion.
         given_names: id -> name, for the clusters a user renamed.
         k: one more than the largest cluster id in use (ids of merged clusters stay unused).
@@ -272,13 +275,33 @@ class EditedRun:
         n_undone: actions that can be redone.
     """
 
-    rows: list[dict[str, str]]
+    assignments: Sequence[Mapping[str, str]]
     state: EditState
     names: dict[int, str]
     given_names: dict[int, str]
     k: int
     n_edits: int
     n_undone: int = 0
+
+    @cached_property
+    def rows(self) -> list[dict[str, str]]:
+        """assignments.csv's rows with ``cluster`` as edited ('' for an excluded image) and two more
+        columns: ``original_cluster`` (the run's) and ``excluded`` ('true' or '')."""
+        rows: list[dict[str, str]] = []
+        index = self.state.index
+        for r in self.assignments:
+            row = dict(r)
+            ok = row.get("status", "ok") == "ok" and row.get("cluster", "") != ""
+            i = index.get(row.get("path", "")) if ok else None
+            row["original_cluster"] = row.get("cluster", "")
+            if i is None:
+                row["excluded"] = ""
+            else:
+                c = int(self.state.labels[i])
+                row["cluster"] = "" if c == EXCLUDED else str(c)
+                row["excluded"] = "true" if c == EXCLUDED else ""
+            rows.append(row)
+        return rows
 
     @property
     def clusters(self) -> list[int]:
@@ -320,24 +343,11 @@ def apply(assignments: Sequence[Mapping[str, str]], edits: Iterable[Mapping[str,
 
 def _edited(assignments: Sequence[Mapping[str, str]], state: EditState,
             suggested: Mapping[str, str] | Mapping[int, str], n_edits: int, n_undone: int) -> EditedRun:
-    rows: list[dict[str, str]] = []
-    index = state.index
-    for r in assignments:
-        row = dict(r)
-        i = index.get(row.get("path", "")) if row.get("status", "ok") == "ok" and row.get("cluster", "") != "" else None
-        if i is None:
-            row["original_cluster"], row["excluded"] = row.get("cluster", ""), ""
-        else:
-            c = int(state.labels[i])
-            row["original_cluster"] = row.get("cluster", "")
-            row["cluster"] = "" if c == EXCLUDED else str(c)
-            row["excluded"] = "true" if c == EXCLUDED else ""
-        rows.append(row)
     live = state.clusters()
     suggested_by_id = {int(c): str(v) for c, v in suggested.items()}
     names = {c: state.given_names.get(c, suggested_by_id.get(c, "")) for c in live}
     names = {c: v for c, v in names.items() if v}
-    return EditedRun(rows, state, names, dict(state.given_names), max(live) + 1 if live else 0, n_edits, n_undone)
+    return EditedRun(assignments, state, names, dict(state.given_names), max(live) + 1 if live else 0, n_edits, n_undone)
 
 
 def load(out_dir: str | os.PathLike[str]) -> EditedRun:
@@ -499,10 +509,10 @@ def edited_metrics(edited: EditedRun) -> dict[str, Any] | None:
     """Scores against the run's labels before and after the edits (excluded images left out after), or None."""
     from .metrics import evaluate
 
-    labels = [r.get("label", "") for r in edited.rows if r.get("status", "ok") == "ok" and r.get("original_cluster", "") != ""]
-    if not labels or not any(labels):
-        return None
     state = edited.state
+    labels = state.labels_true
+    if labels is None:
+        return None
     keep = state.labels >= 0
     after_true = [lab for lab, k in zip(labels, keep, strict=True) if k]
     return {"before": evaluate(labels, state.original),
@@ -565,8 +575,8 @@ def edited_centers(Z: np.ndarray, edited: EditedRun) -> tuple[np.ndarray, np.nda
 
 def label_mix(edited: EditedRun, top: int = 5) -> dict[int, list[tuple[str, int]]]:
     """The most common labels of each cluster (empty when the run has no labels)."""
-    labels = [r.get("label", "") for r in edited.rows if r.get("status", "ok") == "ok" and r.get("original_cluster", "") != ""]
-    if not any(labels):
+    labels = edited.state.labels_true
+    if labels is None:
         return {}
     mix: dict[int, Counter[str]] = {}
     for lab, c in zip(labels, edited.state.labels.tolist(), strict=True):

@@ -77,7 +77,7 @@ class ReviewApp:
         self.index = state.index
         ok = [r for r in self.journal.rows if r.get("status") == "ok" and r.get("cluster", "") != ""]
         self.distances = np.array([float(r.get("distance") or "nan") for r in ok], dtype=np.float64)
-        self.labels_true = [r.get("label", "") for r in ok] if any(r.get("label") for r in ok) else None
+        self.labels_true = state.labels_true
         data = load_report_data(self.out_dir, state.original)
         self.coords = None if data is None else np.asarray(data["coords"], dtype=np.float32)
         self.thumb_dir = self.out_dir / THUMBS
@@ -450,6 +450,16 @@ class ReviewServer(ThreadingHTTPServer):
         host, port = str(self.server_address[0]), int(self.server_address[1])
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/?token={self.token}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A browser that drops a connection (a reload cancels its requests) is not an error worth a traceback."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.debug("Connection from %s dropped: %s", client_address, exc)
+            return
+        log.exception("Error answering %s", client_address)
 
     def close(self) -> None:
         """Stop serving (when serve_forever runs in another thread) and free the port."""
