@@ -84,7 +84,7 @@ function renderToolbar() {
   const s = app.state;
   $("undo").disabled = !s.can_undo;
   $("redo").disabled = !s.can_redo;
-  $("edit-count").textContent = s.n_edits + " edits" + (s.n_excluded ? ", " + s.n_excluded + " excluded" : "");
+  $("edit-count").textContent = s.n_edits + (s.n_edits === 1 ? " edit" : " edits") + (s.n_excluded ? ", " + s.n_excluded + " excluded" : "");
   const m = s.metrics;
   $("metrics").textContent = m && m.after ?
     "accuracy (one-to-one) " + m.before.accuracy_hungarian.toFixed(3) + " before edits, " +
