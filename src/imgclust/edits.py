@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -81,6 +80,8 @@ class EditState:
     next_id: int = 0
     labels_true: list[str] | None = None
     _index: dict[str, int] | None = None
+    # Shared by every copy of one run's state: what depends only on the run (e.g. the scores before edits).
+    _shared: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_rows(cls, rows: Sequence[Mapping[str, str]], k: int | None = None) -> EditState:
@@ -93,7 +94,16 @@ class EditState:
 
     def copy(self) -> EditState:
         return EditState(self.paths, self.labels.copy(), self.original, dict(self.given_names), self.next_id,
-                         self.labels_true, self._index)
+                         self.labels_true, self._index, self._shared)
+
+    def label_codes(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(label names, each image's label as an index into them), or None without labels; computed once."""
+        if self.labels_true is None:
+            return None
+        if "label_codes" not in self._shared:
+            names, codes = np.unique(np.array(self.labels_true, dtype=object).astype(str), return_inverse=True)
+            self._shared["label_codes"] = (names, codes.ravel())
+        return self._shared["label_codes"]  # type: ignore[no-any-return]
 
     @property
     def index(self) -> dict[str, int]:
@@ -282,6 +292,11 @@ class EditedRun:
     k: int
     n_edits: int
     n_undone: int = 0
+
+    @cached_property
+    def metrics(self) -> dict[str, Any] | None:
+        """Scores against the run's labels before and after the edits, or None (see :func:`edited_metrics`)."""
+        return _edited_metrics(self.state)
 
     @cached_property
     def rows(self) -> list[dict[str, str]]:
@@ -507,16 +522,21 @@ def plan_split(state: EditState, cluster: int, n: int, X: np.ndarray, *, method:
 
 def edited_metrics(edited: EditedRun) -> dict[str, Any] | None:
     """Scores against the run's labels before and after the edits (excluded images left out after), or None."""
+    return edited.metrics
+
+
+def _edited_metrics(state: EditState) -> dict[str, Any] | None:
     from .metrics import evaluate
 
-    state = edited.state
-    labels = state.labels_true
-    if labels is None:
+    coded = state.label_codes()
+    if coded is None:
         return None
+    _, codes = coded
+    if "metrics_before" not in state._shared:
+        state._shared["metrics_before"] = evaluate(codes, state.original)
     keep = state.labels >= 0
-    after_true = [lab for lab, k in zip(labels, keep, strict=True) if k]
-    return {"before": evaluate(labels, state.original),
-            "after": evaluate(after_true, state.labels[keep]) if after_true else None}
+    return {"before": state._shared["metrics_before"],
+            "after": evaluate(codes[keep], state.labels[keep]) if keep.any() else None}
 
 
 def summary_entry(edited: EditedRun) -> dict[str, Any]:
@@ -575,14 +595,17 @@ def edited_centers(Z: np.ndarray, edited: EditedRun) -> tuple[np.ndarray, np.nda
 
 def label_mix(edited: EditedRun, top: int = 5) -> dict[int, list[tuple[str, int]]]:
     """The most common labels of each cluster (empty when the run has no labels)."""
-    labels = edited.state.labels_true
-    if labels is None:
+    coded = edited.state.label_codes()
+    if coded is None:
         return {}
-    mix: dict[int, Counter[str]] = {}
-    for lab, c in zip(labels, edited.state.labels.tolist(), strict=True):
-        if c >= 0:
-            mix.setdefault(c, Counter())[lab] += 1
-    return {c: cnt.most_common(top) for c, cnt in mix.items()}
+    names, codes = coded
+    labels = edited.state.labels
+    out: dict[int, list[tuple[str, int]]] = {}
+    for c in edited.clusters:
+        counts = np.bincount(codes[labels == c], minlength=len(names))
+        order = np.argsort(-counts, kind="stable")[:top]
+        out[c] = [(str(names[j]), int(counts[j])) for j in order if counts[j] > 0]
+    return out
 
 
 def edit(out_dir: str | os.PathLike[str], *, rename: Mapping[int, str] | None = None,

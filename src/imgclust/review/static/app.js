@@ -200,40 +200,48 @@ function buildGrid(w, h) {
 
 function hexRGB(hex) { return [1, 3, 5].map(k => parseInt(hex.slice(k, k + 2), 16)); }
 
+// The points are drawn into an ImageData once per (labels, size); a selection or a drag only copies it
+// and draws the selected points and the outline on top, so the map stays smooth with 100,000 images.
 function drawMap(path) {
   if (!app.coords) return;
   const canvas = $("map");
   const w = canvas.width, h = canvas.height;
   if (!app.grid || app.grid.w !== w || app.grid.h !== h) buildGrid(w, h);
   const ctx = canvas.getContext("2d");
-  const img = ctx.createImageData(w, h);
-  const px = img.data;
-  px.fill(255);
-  const colors = new Map(app.state.clusters.map(c => [c.id, hexRGB(c.color)]));
   const n = app.coords.length / 2;
-  const put = (x, y, r, rgb) => {
-    for (let dy = -r; dy <= r; dy++) for (let dx = -r; dx <= r; dx++) {
-      const xx = x + dx, yy = y + dy;
-      if (xx < 0 || yy < 0 || xx >= w || yy >= h) continue;
-      const o = 4 * (yy * w + xx);
-      px[o] = rgb[0]; px[o + 1] = rgb[1]; px[o + 2] = rgb[2]; px[o + 3] = 255;
-    }
-  };
-  const grey = [200, 200, 200];
   const r = n < 2000 ? 3 : n < 20000 ? 2 : 1;  // bigger dots when there are few
-  for (let i = 0; i < n; i++) {
-    if (app.selected.has(i)) continue;
-    const [x, y] = canvasXY(i, w, h);
-    const c = app.labels[i];
-    put(Math.round(x), Math.round(y), r, c < 0 ? grey : (colors.get(c) || grey));
+  const colors = new Map(app.state.clusters.map(c => [c.id, hexRGB(c.color)]));
+  const grey = [200, 200, 200];
+  const key = app.state.version + ":" + w + "x" + h;
+  if (!app.base || app.baseKey !== key) {
+    const img = ctx.createImageData(w, h);
+    const px = img.data;
+    px.fill(255);
+    for (let i = 0; i < n; i++) {
+      const x = Math.round(PAD + app.coords[2 * i] * (w - 2 * PAD));
+      const y = Math.round(PAD + (1 - app.coords[2 * i + 1]) * (h - 2 * PAD));
+      const c = app.labels[i];
+      const rgb = c < 0 ? grey : (colors.get(c) || grey);
+      for (let yy = Math.max(0, y - r); yy <= Math.min(h - 1, y + r); yy++) {
+        for (let xx = Math.max(0, x - r); xx <= Math.min(w - 1, x + r); xx++) {
+          const o = 4 * (yy * w + xx);
+          px[o] = rgb[0]; px[o + 1] = rgb[1]; px[o + 2] = rgb[2];
+        }
+      }
+    }
+    app.base = img;
+    app.baseKey = key;
   }
+  ctx.putImageData(app.base, 0, 0);
   for (const i of app.selected) {  // selected on top, ringed in black
     const [x, y] = canvasXY(i, w, h);
-    put(Math.round(x), Math.round(y), r + 2, [0, 0, 0]);
     const c = app.labels[i];
-    put(Math.round(x), Math.round(y), r, c < 0 ? grey : (colors.get(c) || grey));
+    ctx.fillStyle = "#000";
+    ctx.fillRect(Math.round(x) - r - 2, Math.round(y) - r - 2, 2 * r + 5, 2 * r + 5);
+    const rgb = c < 0 ? grey : (colors.get(c) || grey);
+    ctx.fillStyle = "rgb(" + rgb.join(",") + ")";
+    ctx.fillRect(Math.round(x) - r, Math.round(y) - r, 2 * r + 1, 2 * r + 1);
   }
-  ctx.putImageData(img, 0, 0);
   if (path && path.length > 1) {
     ctx.strokeStyle = "#06f"; ctx.lineWidth = 1.5; ctx.beginPath();
     ctx.moveTo(path[0][0], path[0][1]);
