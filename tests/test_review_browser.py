@@ -120,6 +120,18 @@ def test_review_in_headless_chromium(review: tuple[ReviewServer, Any], tmp_path:
                 str(red))
     assert edits.load(out).state.labels[srv.app.index["blue/blue_1.png"]] == red
 
+    # Lasso: a triangle drawn around one image selects it.
+    point = srv.app.index["blue/blue_4.png"]
+    x, y = client_xy(point)
+    driver.execute_script("document.querySelector('input[name=tool][value=lasso]').click();")
+    ActionChains(driver).move_to_element_with_offset(canvas, round(x) - 3, round(y) - 3).click_and_hold() \
+        .move_by_offset(7, 0).move_by_offset(-3, 7).move_by_offset(-4, -7).release().perform()
+    lassoed = driver.execute_script("return Array.from(app.selected);")
+    assert point in lassoed and len(lassoed) < 5
+    driver.execute_script("document.getElementById('clear-selection').click();"
+                          "document.querySelector('input[name=tool][value=box]').click();")
+    assert driver.find_element("id", "selection-count").text == "0 images selected"
+
     # Box-select one image on the map and move it to a new cluster.
     point = srv.app.index["green/green_3.png"]
     x, y = client_xy(point)
