@@ -112,6 +112,16 @@ def test_journal_is_appended_and_reopened(out: Path) -> None:
     assert (out / "assignments.csv").read_bytes() == before
 
 
+def test_a_journal_open_elsewhere_sees_the_other_edits_first(out: Path) -> None:
+    c = clusters_of(out)
+    red, green = int(c["red"]), int(c["green"])
+    page, cli = edits.Journal(out), edits.Journal(out)  # e.g. an open review page and imgclust edit
+    cli.commit([{"op": "merge", "clusters": [red, green]}])
+    with pytest.raises(edits.EditError, match=f"Unknown cluster {green}"):
+        page.commit([{"op": "rename", "cluster": green, "name": "greens"}])
+    assert page.edited.n_edits == 1 and edits.load(out).n_edits == 1  # nothing that would not replay was written
+
+
 def test_a_line_cut_by_a_crash_is_ignored_and_repaired(out: Path) -> None:
     c = clusters_of(out)
     j = edits.Journal(out)

@@ -406,7 +406,27 @@ class Journal:
         self.suggested = {int(c): str(v) for c, v in (self.summary.get("cluster_names") or {}).items()}
         self._base = EditState.from_rows(self.rows, self.k)
         self._journal = read_journal(self.out_dir)
+        self._size = self._file_size()
         self.edited = self._replay()
+
+    def _file_size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
+
+    def sync(self) -> bool:
+        """Read the journal again if another process (``imgclust edit`` beside an open review) appended to it.
+
+        Returns:
+            Whether it had changed.
+        """
+        if self._file_size() == self._size:
+            return False
+        self._journal = read_journal(self.out_dir)
+        self._size = self._file_size()
+        self.edited = self._replay()
+        return True
 
     def _replay(self) -> EditedRun:
         actions, n_undone = effective_edits(self._journal)
@@ -446,17 +466,20 @@ class Journal:
             EditError: an edit does not fit; nothing is written.
         """
         edits = [dict(e) for e in edits]
+        self.sync()
         self.check(edits)
         self._append({"v": JOURNAL_VERSION, "op": "apply", "edits": edits, "source": source})
         return self.edited
 
     def undo(self, *, source: str = "python") -> EditedRun:
+        self.sync()
         if not self.can_undo:
             raise EditError("Nothing to undo.")
         self._append({"v": JOURNAL_VERSION, "op": "undo", "source": source})
         return self.edited
 
     def redo(self, *, source: str = "python") -> EditedRun:
+        self.sync()
         if not self.can_redo:
             raise EditError("Nothing to redo.")
         self._append({"v": JOURNAL_VERSION, "op": "redo", "source": source})
@@ -480,6 +503,7 @@ class Journal:
         except OSError as exc:
             raise OutputError(f"Cannot write {self.path}: {exc.strerror or exc}. Nothing was recorded.") from exc
         self._journal.append(entry)
+        self._size = self._file_size()
         self.edited = self._replay()
 
 

@@ -98,6 +98,8 @@ class ReviewApp:
 
     def state(self) -> dict[str, Any]:
         with self.lock:
+            if self.journal.sync():  # edited meanwhile by imgclust edit or another page
+                self.version += 1
             ed = self.journal.edited
             mix = edits.label_mix(ed)
             clusters = [{"id": c, "name": ed.names.get(c, ""), "given": c in ed.given_names,
