@@ -164,7 +164,9 @@ def test_edits_flow_to_export_summary_report_and_assign(out: Path, tmp_path: Pat
     assert got.returncode == 0, got.stderr
     assigned = {r["path"]: r["cluster"] for r in read_assignments(tmp_path / "assigned")}
     assert {assigned[f"blue/blue_{i}.png"] for i in range(6)} == {str(green)}  # merged: blue follows green
-    assert json.loads((tmp_path / "assigned" / "summary.json").read_text())["n_edits"] == 4
+    summary = json.loads((tmp_path / "assigned" / "summary.json").read_text())
+    assert summary["n_edits"] == 4 and summary["k"] == 3 and summary["cluster_ids"] == sorted([red, green, 3])
+    assert "3 clusters" in got.stdout and f"\n{' ' * 7}{blue} " not in got.stdout  # blue's number is gone
 
 
 def test_cli_edit_validates_everything_before_writing(out: Path, cli_env: dict) -> None:

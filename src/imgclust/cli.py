@@ -220,7 +220,10 @@ def _print_cluster_table(s: dict[str, Any], title: str, name_column: str) -> Non
     names = s.get("cluster_names") or {}
     if names:
         table.add_column(name_column)
+    shown = set(s.get("cluster_ids", range(len(s["cluster_sizes"]))))  # after edits, merged-away numbers are gone
     for c, n in enumerate(s["cluster_sizes"]):
+        if c not in shown:
+            continue
         table.add_row(str(c), str(n), *([escape(names.get(str(c), ""))] if names else []))
     out.print(table)
 

@@ -470,7 +470,9 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
         "n_duplicates": dups.n_duplicates,
         "duplicates": dups.groups,
         "cluster_names": model.cluster_names,
-        **({"n_edits": model.n_edits} if model.n_edits else {}),
+        # With edits, cluster_sizes is indexed by cluster number; cluster_ids lists the clusters that exist.
+        **({"n_edits": model.n_edits, "k": len(model.cluster_ids), "cluster_ids": model.cluster_ids.tolist()}
+           if model.n_edits and model.cluster_ids is not None else {}),
         "n_vectors_computed": feats.n_computed,
         "n_vectors_cached": feats.n_cached,
     }
