@@ -45,7 +45,7 @@ def server(base_run: Path, tmp_path: Path) -> Iterator[ReviewServer]:
     out = tmp_path / "out"
     shutil.copytree(base_run, out)
     srv = ReviewServer(out, cache=False)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield srv
