@@ -191,3 +191,12 @@ def test_cli_edit_split_undo_redo(out: Path, cli_env: dict) -> None:
     assert edits.load(out).n_edits == 3
     got = run_cli(["edit", str(out), "--redo"], cli_env)
     assert got.returncode == 2 and "Nothing to redo" in got.stderr
+
+
+def test_a_new_run_in_the_folder_retires_the_old_edits(out: Path) -> None:
+    edits.edit(out, rename={0: "old"})
+    summary = read_summary(out)
+    run(summary["images_dir"], out, features="pixels", k=2, cache=False, method="kmeans")
+    assert not (out / "edits.jsonl").exists() and edits.load(out).n_edits == 0
+    (kept,) = out.glob("edits-until-*.jsonl")
+    assert '"old"' in kept.read_text()

@@ -264,6 +264,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
         summary["n_duplicates"], summary["duplicates"] = dups.n_duplicates, dups.groups
         rows = assignments_table(feats.records, result.labels, result.distances, with_labels=labels_true is not None,
                                  extra={"duplicate_of": dups.duplicate_of})
+        retire_edits(out_dir)  # an earlier run's corrections do not apply to this clustering
         write_csv(out_dir / ASSIGNMENTS, rows)
         if labels_true is not None:
             conf = confusion(labels_true, result.labels)
@@ -305,6 +306,19 @@ def rebuild_report(out_dir: str | os.PathLike[str], *, map_method: str | None = 
         save_report_data(out_dir, X, labels, centers=None if saved is None else saved["centers"],
                          map_method=map_method or "pca", seed=config.seed)
     return write_report(out_dir, figure_cache=figure_cache(cache))
+
+
+def retire_edits(out_dir: Path) -> Path | None:
+    """Rename an earlier run's OUT_DIR/edits.jsonl to edits-until-TIME.jsonl (kept, no longer applied)."""
+    from .edits import EDITS
+
+    journal = out_dir / EDITS
+    if not journal.is_file():
+        return None
+    kept = out_dir / f"edits-until-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
+    os.replace(journal, kept)
+    log.warning("%s held the edits of an earlier run in this folder; kept as %s.", journal, kept.name)
+    return kept
 
 
 def run_vectors(out_dir: str | os.PathLike[str], *, cache: CacheSetting = True, progress: Progress | None = None,
