@@ -220,7 +220,10 @@ def _print_cluster_table(s: dict[str, Any], title: str, name_column: str) -> Non
     names = s.get("cluster_names") or {}
     if names:
         table.add_column(name_column)
+    shown = set(s.get("cluster_ids", range(len(s["cluster_sizes"]))))  # after edits, merged-away numbers are gone
     for c, n in enumerate(s["cluster_sizes"]):
+        if c not in shown:
+            continue
         table.add_row(str(c), str(n), *([escape(names.get(str(c), ""))] if names else []))
     out.print(table)
 
@@ -500,3 +503,115 @@ def assign(model_dir: Path, images_dir: Path, out_dir: Path, weights: Path | Non
                   highlight=False)
     out.print(f"Results in {escape(str(out_dir))}/ (assignments.csv with an outlier column, summary.json"
               + (", confusion.csv" if "metrics" in s else "") + ")", highlight=False)
+
+
+def _pairs(values: tuple[str, ...], what: str) -> list[tuple[str, str]]:
+    from .errors import ParameterError
+
+    out = []
+    for v in values:
+        left, eq, right = v.rpartition("=")
+        if not eq or not left or not right:
+            raise ParameterError(f"{what} takes {'PATH' if what == '--move' else 'CLUSTER'}=VALUE; got '{v}'.")
+        out.append((left, right))
+    return out
+
+
+def _int(value: str, what: str) -> int:
+    from .errors import ParameterError
+
+    try:
+        return int(value)
+    except ValueError:
+        raise ParameterError(f"{what}: '{value}' is not a cluster number.") from None
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--rename", multiple=True, metavar="C=NAME", help="Name cluster C (repeatable).")
+@click.option("--merge", multiple=True, metavar="A,B[,...]", help="Merge clusters into the first one (repeatable).")
+@click.option("--split", multiple=True, metavar="C=N", help="Re-cluster cluster C into N parts with the run's method.")
+@click.option("--move", multiple=True, metavar="PATH=C", help="Move an image (path as in assignments.csv) to "
+              "cluster C, or to one new cluster with PATH=new (repeatable).")
+@click.option("--exclude", multiple=True, metavar="PATH", help="Leave an image out of exports (repeatable).")
+@click.option("--undo", is_flag=True, help="Take back the latest edit (a whole earlier imgclust edit call).")
+@click.option("--redo", is_flag=True, help="Put back the latest edit undone.")
+def edit(out_dir: Path, rename: tuple[str, ...], merge: tuple[str, ...], split: tuple[str, ...],
+         move: tuple[str, ...], exclude: tuple[str, ...], undo: bool, redo: bool) -> None:
+    """Correct the clusters of a finished run (OUT_DIR/edits.jsonl); export, report and assign follow.
+
+    Without options, shows the clusters as edited so far. All the edits of one call are checked
+    first and recorded together (undone together); an unknown cluster or path writes nothing.
+    """
+    from . import edits as journal_edits
+    from .errors import ParameterError
+    from .outputs.report import write_report
+    from .pipeline import figure_cache
+
+    changes = bool(rename or merge or split or move or exclude)
+    if undo + redo + changes > 1:
+        raise ParameterError("Give edits, or --undo, or --redo: one at a time.")
+    if undo or redo:
+        journal = journal_edits.Journal(out_dir)
+        edited = journal.undo(source="cli") if undo else journal.redo(source="cli")
+        journal_edits.write_summary_entry(out_dir, edited)
+    elif changes:
+        merges = [[_int(c.strip(), "--merge") for c in m.split(",")] for m in merge]
+        edited = journal_edits.edit(
+            out_dir, rename={_int(c, "--rename"): n for c, n in _pairs(rename, "--rename")}, merge=merges,
+            split={_int(c, "--split"): _int(n, "--split") for c, n in _pairs(split, "--split")},
+            move={p: (c if c == "new" else _int(c, "--move")) for p, c in _pairs(move, "--move")},
+            exclude=list(exclude), source="cli")
+    else:
+        edited = journal_edits.load(out_dir)
+    if undo or redo or changes:
+        write_report(out_dir, figure_cache=figure_cache(True))
+    table = Table(title=f"Clusters after {edited.n_edits} edits", show_edge=False)
+    for col in ("cluster", "images", "name"):
+        table.add_column(col, justify="right" if col != "name" else "left")
+    for c, n in edited.sizes.items():
+        table.add_row(str(c), str(n), escape(edited.names.get(c, "")))
+    out.print(table)
+    if edited.n_excluded:
+        out.print(f"{edited.n_excluded} images excluded (never exported).", highlight=False)
+    out.print(f"Recorded in {escape(str(out_dir))}/edits.jsonl; imgclust export, report and assign use them.",
+              highlight=False)
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1, this machine only). "
+              "Anything else lets other machines on that network reach the page (with the token).")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=0, show_default=True,
+              help="Port (0: a free one).")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser; just print the address.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Embedding cache folder, read when a split needs the vectors (default: as for run).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
+def review(out_dir: Path, host: str | None, port: int, no_browser: bool, cache: Path | None, no_cache: bool) -> None:
+    """Look at and correct the clusters of a finished run (OUT_DIR) in a local web page."""
+    from .review.server import LOOPBACK, ReviewServer
+
+    if host is not None and host not in LOOPBACK:
+        console.print(f"[bold yellow]Warning:[/] listening on {escape(host)}: other machines that can reach it "
+                      "can open the page with the address below (it holds the token).", highlight=False)
+    server = ReviewServer(out_dir, host=host or "127.0.0.1", port=port, cache=_cache_setting(cache, no_cache))
+    out.print(f"Review {out_dir} at {server.url}", highlight=False, markup=False)
+    out.print("Press Ctrl-C to stop.", highlight=False)
+    if not no_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    if server.app.version:  # something changed: the report shows the edited clusters too
+        from .outputs.report import write_report
+        from .pipeline import figure_cache
+
+        write_report(out_dir, figure_cache=figure_cache(True))
+    out.print(f"Stopped. {server.journal.edited.n_edits} edits in {escape(str(out_dir))}/edits.jsonl"
+              + ("; report.html rebuilt." if server.app.version else "."), highlight=False)

@@ -20,6 +20,7 @@ distances of that cluster's members at fit time.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -149,6 +150,8 @@ class SavedModel:
     transform: tuple[dict[str, Any], ...]
     cluster_names: dict[str, str]
     imgclust_version: str
+    cluster_ids: np.ndarray | None = None
+    n_edits: int = 0
 
     def assign_vectors(self, X: np.ndarray) -> Assignment:
         """Assign raw extractor vectors, shape (n_samples, dim), to the nearest centre (after the transform)."""
@@ -163,6 +166,8 @@ class SavedModel:
         labels, sq, _, _ = ArrayAssigner(Z).assign(self.centers)
         distances = np.sqrt(sq).astype(np.float32)
         outlier = ~(distances <= self.thresholds[labels])  # NaN threshold (empty at fit time): always outlier
+        if self.cluster_ids is not None:  # edited model: row j of the centres is cluster cluster_ids[j]
+            labels = self.cluster_ids[labels]
         return Assignment(labels, distances, outlier)
 
 
@@ -363,6 +368,32 @@ def _validated_model(path: Path, json_path: Path, doc: Any, arrays: dict[str, np
                       cluster_names={str(c): n for c, n in names.items()}, imgclust_version=imgclust_version)
 
 
+def with_edits(model: SavedModel, *, cache: Any = True, progress: Any = None) -> SavedModel:
+    """The model with its run's edits (OUT_DIR/edits.jsonl) applied, or ``model`` itself when there are none.
+
+    The centres are recomputed from the edited membership: the mean of each edited cluster's members
+    (the run's vectors, from the embedding cache or recomputed, after the model's transform), with
+    the 95th-percentile outlier thresholds measured again; new clusters keep their ids and given names.
+
+    Raises:
+        InputError: the run's images can no longer be read, so its vectors cannot be loaded.
+    """
+    from . import edits
+    from .pipeline import run_vectors
+
+    run_dir = model.path.parent
+    if not (run_dir / edits.EDITS).is_file():
+        return model
+    edited = edits.load(run_dir)
+    if edited.n_edits == 0:
+        return model
+    X = run_vectors(run_dir, cache=cache, progress=progress,
+                    purpose="the model's centres cannot be recomputed from the edits")
+    ids, centers, thresholds = edits.edited_centers(apply_transform(X, model.transform), edited)
+    return dataclasses.replace(model, k=edited.k, centers=centers, thresholds=thresholds, cluster_ids=ids,
+                               cluster_names={str(c): n for c, n in edited.names.items()}, n_edits=edited.n_edits)
+
+
 def check_compatible(model: SavedModel, extractor: Extractor) -> None:
     """Refuse an extractor whose vectors differ from those the model was fitted on.
 
@@ -485,6 +516,7 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
         raise OutputError(f"The output folder {out_dir} holds the model {model.path}; writing there would replace "
                           "the results of the run that made it. Choose another output folder.")
     check_compatible(model, build_extractor(model, weights))
+    model = with_edits(model, cache=cache)  # images sorted into the clusters as corrected in review / imgclust edit
     options = dict(model.feature_options) | ({"weights": str(weights)} if weights is not None else {})
     config = RunConfig(features=model.features, feature_options=options, k=model.k, method=model.method,
                        labels=labels, batch_size=batch_size)
@@ -522,6 +554,9 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
         "n_duplicates": dups.n_duplicates,
         "duplicates": dups.groups,
         "cluster_names": model.cluster_names,
+        # With edits, cluster_sizes is indexed by cluster number; cluster_ids lists the clusters that exist.
+        **({"n_edits": model.n_edits, "k": len(model.cluster_ids), "cluster_ids": model.cluster_ids.tolist()}
+           if model.n_edits and model.cluster_ids is not None else {}),
         "n_vectors_computed": feats.n_computed,
         "n_vectors_cached": feats.n_cached,
     }

@@ -304,6 +304,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
         summary["n_duplicates"], summary["duplicates"] = dups.n_duplicates, dups.groups
         rows = assignments_table(feats.records, result.labels, result.distances, with_labels=labels_true is not None,
                                  extra={"duplicate_of": dups.duplicate_of})
+        retire_edits(out_dir)  # an earlier run's corrections do not apply to this clustering
         write_csv(out_dir / ASSIGNMENTS, rows)
         if labels_true is not None:
             conf = confusion(labels_true, result.labels)
@@ -341,18 +342,48 @@ def rebuild_report(out_dir: str | os.PathLike[str], *, map_method: str | None = 
     if map_method is not None or not (out_dir / REPORT_DATA).is_file():
         config = RunConfig.from_dict(summary["config"])
         rows = [r for r in read_assignments(out_dir) if r.get("status") == "ok" and r.get("cluster", "") != ""]
-        feats = load_features(summary["images_dir"], config, cache=cache, exclude=[out_dir], progress=progress)
-        index = {r.relpath: i for i, r in enumerate(feats.usable)}
-        missing = [r["path"] for r in rows if r["path"] not in index]
-        if missing:
-            raise InputError(f"{len(missing)} clustered images (e.g. {missing[0]}) can no longer be read under "
-                             f"{summary['images_dir']}, so the map cannot be recomputed. Run imgclust run again.")
-        X = feats.X[[index[r["path"]] for r in rows]]
+        X = run_vectors(out_dir, cache=cache, progress=progress, purpose="the map cannot be recomputed")
         labels = np.array([int(r["cluster"]) for r in rows])
         saved = load_report_data(out_dir, labels)  # keeps the clusterer's own centres when they were saved
         save_report_data(out_dir, X, labels, centers=None if saved is None else saved["centers"],
                          map_method=map_method or "pca", seed=config.seed)
     return write_report(out_dir, figure_cache=figure_cache(cache))
+
+
+def retire_edits(out_dir: Path) -> Path | None:
+    """Rename an earlier run's OUT_DIR/edits.jsonl to edits-until-TIME.jsonl (kept, no longer applied)."""
+    from .edits import EDITS
+
+    journal = out_dir / EDITS
+    if not journal.is_file():
+        return None
+    kept = out_dir / f"edits-until-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
+    os.replace(journal, kept)
+    log.warning("%s held the edits of an earlier run in this folder; kept as %s.", journal, kept.name)
+    return kept
+
+
+def run_vectors(out_dir: str | os.PathLike[str], *, cache: CacheSetting = True, progress: Progress | None = None,
+                purpose: str = "its vectors cannot be loaded") -> np.ndarray:
+    """The vectors of a finished run's clustered images, in assignments.csv order (cache first, else recomputed).
+
+    Returns:
+        np.ndarray of shape (n_clustered, dim), float32.
+
+    Raises:
+        InputError: OUT_DIR is not a run's output folder, or some of its images can no longer be read.
+    """
+    out_dir = Path(out_dir)
+    summary = read_summary(out_dir)
+    config = RunConfig.from_dict(summary["config"])
+    rows = [r for r in read_assignments(out_dir) if r.get("status") == "ok" and r.get("cluster", "") != ""]
+    feats = load_features(summary["images_dir"], config, cache=cache, exclude=[out_dir], progress=progress)
+    index = {r.relpath: i for i, r in enumerate(feats.usable)}
+    missing = [r["path"] for r in rows if r["path"] not in index]
+    if missing:
+        raise InputError(f"{len(missing)} clustered images (e.g. {missing[0]}) can no longer be read under "
+                         f"{summary['images_dir']}, so {purpose}. Run imgclust run again.")
+    return feats.X[[index[r["path"]] for r in rows]]
 
 
 def _earlier_k_choice(out_dir: Path) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 Rules:
 
 - Folders are named ``cluster_00``, ``cluster_01`` ... after the cluster number alone, so the same
-  grouping always gives the same folders. The suggested names go to ``DEST/clusters.csv``.
+  grouping always gives the same folders. The suggested names go to ``DEST/clusters.csv``. The
+  clusters are those of the run with its edits (``OUT_DIR/edits.jsonl``, see :mod:`imgclust.edits`)
+  applied; a cluster renamed there is exported to a folder of that name.
 - Nothing is ever overwritten: a name clash gets a ``-1``, ``-2`` ... suffix (the stem is shortened
   when the suffix would make the name longer than the filesystem allows).
 - A file appears under its real name complete or not at all: copies (and moves between filesystems)
@@ -39,9 +41,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._fs import is_within
+from ..edits import load as load_edited
 from ..errors import InputError, OutputError, ParameterError
 from ..io.discover import discover, display_path
-from .tables import read_assignments, read_summary, write_csv
+from .tables import read_summary, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,12 @@ def folder_name(cluster: int, k: int) -> str:
     return f"cluster_{cluster:0{width}d}"
 
 
+def safe_folder_name(name: str, fallback: str) -> str:
+    """A folder name made from a name a user gave a cluster: no separators, '..' or control characters."""
+    cleaned = re.sub(r"[\x00-\x1f/\\:*?\"<>|]+", "_", name).strip(" .")[:80]
+    return cleaned if cleaned and cleaned not in (".", "..") else fallback
+
+
 def check_destination(dest: Path, images_dir: Path) -> None:
     """Refuse a DEST that a later run would read as images: inside the images folder, containing it, or
     reached from it through a symbolic link (all compared as resolved paths)."""
@@ -160,9 +169,12 @@ def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *
     summary = read_summary(out_dir)
     images_dir = Path(summary["images_dir"])
     check_destination(dest, images_dir)
-    rows = read_assignments(out_dir)
-    k = int(summary.get("k", 1))
-    names = {int(c): str(v) for c, v in (summary.get("cluster_names") or {}).items()}
+    # The edited state (edits.jsonl of imgclust review / edit applied): moved images where they were
+    # moved, excluded ones left out (their cluster is ''), a renamed cluster's folder named after it.
+    edited = load_edited(out_dir)
+    rows = edited.rows
+    k = max(int(summary.get("k", 1)), edited.k)
+    names = dict(edited.names)
     found = discover(images_dir, exclude=[out_dir, dest]) if images_dir.is_dir() else []
     by_display = {r.relpath: r.path for r in found}
     images_real = images_dir.resolve()
@@ -173,7 +185,8 @@ def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *
             continue
         c = int(row["cluster"])
         pairs.append((row["path"], c))
-        folders.setdefault(c, folder_name(c, k))
+        folders.setdefault(c, safe_folder_name(edited.given_names[c], folder_name(c, k)) if c in edited.given_names
+                           else folder_name(c, k))
         src = by_display.get(row["path"])
         if src is None:
             missing.append(row["path"])
