@@ -526,7 +526,10 @@ def _int(value: str, what: str) -> int:
         raise ParameterError(f"{what}: '{value}' is not a cluster number.") from None
 
 
-@main.command()
+@main.command(short_help="Rename, merge, split, move or exclude; no browser.", epilog=_examples(
+    "imgclust edit OUT --rename 3=beach --merge 4,7",
+    "imgclust edit OUT --move cats/12.jpg=2 --exclude junk/x.jpg",
+    "imgclust edit OUT --undo"))
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--rename", multiple=True, metavar="C=NAME", help="Name cluster C (repeatable).")
 @click.option("--merge", multiple=True, metavar="A,B[,...]", help="Merge clusters into the first one (repeatable).")
@@ -578,7 +581,8 @@ def edit(out_dir: Path, rename: tuple[str, ...], merge: tuple[str, ...], split: 
               highlight=False)
 
 
-@main.command()
+@main.command(short_help="Review and correct the clusters in a browser.", epilog=_examples(
+    "imgclust review OUT", "imgclust review OUT --no-browser --port 8765"))
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1, this machine only). "
               "Anything else lets other machines on that network reach the page (with the token).")
