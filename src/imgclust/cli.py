@@ -290,7 +290,14 @@ def print_sweep(summary: dict[str, Any], rows: list[Any], out_dir: Path) -> None
 @click.option("--mode", type=click.Choice(["copy", "symlink", "move"]), default="copy", show_default=True)
 @click.option("--yes", is_flag=True, help="Confirm a move (required with --mode move).")
 @click.option("--undo", "undo", is_flag=True, help="Put back the files a move sent to --to.")
-def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool) -> None:
+@click.option("--one-per-duplicate-group", "one_per_group", type=click.Choice(["largest", "sharpest"]), default=None,
+              is_flag=False, flag_value="largest",
+              help="Export one image per near-duplicate group (duplicates.csv): the largest (most pixels; the "
+                   "default) or the sharpest.")
+@click.option("--outliers-to", "outliers_to", default=None, metavar="NAME",
+              help="Put the images marked as outliers into the folder DEST/NAME instead of their cluster's folder.")
+def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool, one_per_group: str | None,
+           outliers_to: str | None) -> None:
     """Put the images of a finished run (OUT_DIR) into one folder per cluster under --to."""
     from .errors import ParameterError
     from .outputs.export import export as do_export
@@ -308,7 +315,7 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
     if out_dir is None:
         raise ParameterError("Name the output folder of a run: imgclust export OUT_DIR --to DEST.")
     if mode == "move":
-        actions, missing = plan_export(out_dir, dest)
+        actions, missing = plan_export(out_dir, dest, one_per_duplicate_group=one_per_group, outliers_to=outliers_to)
         folders: dict[str, int] = {}
         for a in actions:
             folders[a.folder] = folders.get(a.folder, 0) + 1
@@ -320,12 +327,20 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
             raise ParameterError("Moving files needs --yes. Nothing was moved. "
                                  "(Every move is recorded; 'imgclust export --undo --to DEST' puts files back.)")
     with ProgressBars() as bars:
-        rep = do_export(out_dir, dest, mode=mode, progress=bars)
+        rep = do_export(out_dir, dest, mode=mode, progress=bars, one_per_duplicate_group=one_per_group,
+                        outliers_to=outliers_to)
     verb = {"copy": "Copied", "symlink": "Linked", "move": "Moved"}[mode]
     out.print(f"{verb} {rep.done} images into {dest}/ ({rep.skipped_existing} already there).", highlight=False,
               markup=False)
     if rep.missing_sources:
         out.print(f"[yellow]{len(rep.missing_sources)} images no longer exist and were skipped[/].")
+    if one_per_group:
+        out.print(f"One image per near-duplicate group: the {one_per_group} one "
+                  f"({'most pixels' if one_per_group == 'largest' else 'highest sharpness'}); see duplicates.csv.",
+                  highlight=False)
+    if outliers_to:
+        out.print(f"Images marked as outliers went into the folder {outliers_to} (see the outlier column).",
+                  highlight=False, markup=False)
 
 
 @main.command()
@@ -369,6 +384,35 @@ def demo(out_dir: Path, features: tuple[str, ...], seed: int) -> None:
               "digit). Raw pixels suit these tiny 8x8 scans; on photos the network is far ahead (see the README).")
     for name, r in results.items():
         out.print(f"{name}: {escape(str(r.out_dir))}/report.html", highlight=False)
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.argument("queries", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="QUERY_IMAGE...")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Matches per query image.")
+@click.option("--json", "as_json", is_flag=True, help="Print the matches as JSON (one object per query).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Embedding cache folder holding the run's vectors (default: as for run).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache (the run's vectors are computed again).")
+def similar(out_dir: Path, queries: tuple[Path, ...], top: int, as_json: bool, cache: Path | None,
+            no_cache: bool) -> None:
+    """The images of a finished run (OUT_DIR) that look most like each QUERY_IMAGE."""
+    import json
+
+    from .clean.similar import similar as find_similar
+
+    with ProgressBars(enabled=not as_json) as bars:
+        results = find_similar(out_dir, queries, top=top, cache=_cache_setting(cache, no_cache), progress=bars)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    for r in results:
+        table = Table(title=f"Most like {escape(r.query)}", show_edge=False)
+        for col, justify in (("#", "right"), ("image", "left"), ("cluster", "right"), ("similarity", "right")):
+            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        for i, m in enumerate(r.matches, 1):
+            table.add_row(str(i), escape(m.path), str(m.cluster), f"{m.similarity:.3f}")
+        out.print(table)
 
 
 @main.command("list-features")

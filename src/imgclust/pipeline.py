@@ -285,7 +285,7 @@ def clean_checks(feats: Features, config: RunConfig, cache: CacheSetting = True,
     draft = feats.extractor.draft_size
     stats, _ = measure(feats.usable, feats.stats, draft_size=draft, cache=open_stats_cache(cache_root(cache), draft),
                        identity=config.identity, progress=progress)
-    return run_checks(feats.X, stats, config.clean_options, seed=config.seed)
+    return run_checks(feats.X, stats, config.clean_options, features=config.features, seed=config.seed)
 
 
 def rebuild_report(out_dir: str | os.PathLike[str], *, map_method: str | None = None,

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import ParameterError
 
-METHODS = ("embedding", "phash", "off")
+METHODS = ("embedding", "phash", "off")  # and "auto" in a run's settings (see imgclust.clean.stage)
 # Chosen on bench/clean.py's planted copies (docs/clean.md), EfficientNet-Lite0 vectors.
 DEFAULT_THRESHOLD = {"embedding": 0.80, "phash": 1 - 2 * 8 / 64}
 LAYOUT_WEIGHT = 0.5

@@ -42,7 +42,7 @@ DUPLICATES_CSV = "duplicates.csv"
 DUPLICATES_COLUMNS = ("group", "path", "kept", "similarity", "width", "height", "sharpness", "file_size")
 KEEP_RULES = ("largest", "sharpest")
 #: The settings RunConfig.clean_options may hold, with their defaults.
-CLEAN_OPTIONS: dict[str, Any] = {"near_duplicates": "embedding", "near_duplicate_threshold": None,
+CLEAN_OPTIONS: dict[str, Any] = {"near_duplicates": "auto", "near_duplicate_threshold": None,
                                  "outlier_k": DEFAULT_K, "outlier_n_mad": DEFAULT_N_MAD}
 
 
@@ -53,8 +53,21 @@ def clean_settings(options: dict[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise ParameterError(f"Unknown clean options: {', '.join(sorted(unknown))}. Known: {', '.join(CLEAN_OPTIONS)}.")
     settings = {**CLEAN_OPTIONS, **options}
-    validate_near(settings["near_duplicates"], settings["near_duplicate_threshold"])
+    if settings["near_duplicates"] != "auto":
+        validate_near(settings["near_duplicates"], settings["near_duplicate_threshold"])
     return settings
+
+
+# Extractors whose vectors are a network's embedding: the near-duplicate threshold was measured on those.
+NETWORK_FEATURES = ("efficientnet-", "timm:")
+
+
+def near_duplicate_method(setting: str, features: str) -> str:
+    """``auto`` -> ``embedding`` for network features, ``phash`` for hand-made ones (pixels, histograms, HOG:
+    their cosines are high between any two images, so no embedding threshold fits them)."""
+    if setting != "auto":
+        return setting
+    return "embedding" if features.startswith(NETWORK_FEATURES) else "phash"
 
 
 def stats_cache_id(draft_size: tuple[int, int] | None) -> str:
@@ -162,8 +175,8 @@ class CleanResult:
                                 "n_extra": self.near.n_extra},
             "outliers": {"n_outliers": self.outliers.n_outliers, "k": self.outliers.k,
                          "cutoff": None if math.isinf(self.outliers.cutoff) else round(self.outliers.cutoff, 6),
-                         "rule": f"cosine distance to the k-th neighbour > median + {self.settings['outlier_n_mad']:g} "
-                                 "x 1.4826 x MAD"},
+                         "rule": f"cosine distance to the {self.outliers.k}-th nearest neighbour, above the median "
+                                 f"by more than {self.settings['outlier_n_mad']:g} robust standard deviations"},
         }
 
     def duplicate_rows(self, usable: Sequence[ImageRecord]) -> list[dict[str, Any]]:
@@ -219,13 +232,14 @@ def pick_kept(rows: Sequence[dict[str, Any]], rule: str = "largest") -> int:
 
 
 def run_checks(X: np.ndarray, stats: np.ndarray, settings: dict[str, Any] | None = None, *,
-               seed: int = 0) -> CleanResult:
+               features: str = "efficientnet-lite0", seed: int = 0) -> CleanResult:
     """Quality flags, near-duplicate groups and outlier scores of n images.
 
     Args:
         X: np.ndarray of shape (n, dim): the run's vectors.
         stats: np.ndarray of shape (n, N_STATS): their quality measurements (:func:`measure`).
         settings: see :data:`CLEAN_OPTIONS` (defaults for missing keys).
+        features: the extractor's name (picks the near-duplicate method when it is ``auto``).
 
     One neighbour search over the vectors serves both the near-duplicates and the outliers.
     """
@@ -239,7 +253,8 @@ def run_checks(X: np.ndarray, stats: np.ndarray, settings: dict[str, Any] | None
         sims, idx = knn(unit_rows(X), m, seed=seed)
     else:
         sims, idx = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-    method = settings["near_duplicates"]
+    method = settings["near_duplicates"] = near_duplicate_method(settings["near_duplicates"], features)
+    validate_near(method, settings["near_duplicate_threshold"])
     threshold = settings["near_duplicate_threshold"]
     if method == "phash":
         near = _phash_groups(stats, threshold, seed)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._fs import is_within, unique_path
+from ..clean.selection import is_outlier
+from ..clean.selection import one_per_duplicate_group as one_per_duplicate_group_rows
 from ..errors import InputError, OutputError, ParameterError
 from ..io.discover import discover, display_path
 from .tables import read_assignments, read_summary
@@ -58,8 +60,15 @@ def safe_folder_name(name: str, fallback: str) -> str:
     return cleaned if cleaned and cleaned not in (".", "..") else fallback
 
 
-def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str]) -> tuple[list[ExportAction], list[str]]:
-    """What an export would do: one action per clustered image, and the paths that no longer exist."""
+def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *,
+                one_per_duplicate_group: str | None = None,
+                outliers_to: str | None = None) -> tuple[list[ExportAction], list[str]]:
+    """What an export would do: one action per clustered image, and the paths that no longer exist.
+
+    ``one_per_duplicate_group`` (``largest`` or ``sharpest``) leaves out all but one image of each
+    near-duplicate group; ``outliers_to`` names a folder that takes the images marked as outliers
+    instead of their cluster's folder.
+    """
     out_dir, dest = Path(out_dir), Path(dest)
     summary = read_summary(out_dir)
     images_dir = Path(summary["images_dir"])
@@ -67,6 +76,9 @@ def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str]) -
         raise OutputError(f"The export destination {dest} is inside the images folder {images_dir}; "
                           "choose a folder outside it so the images are never mixed with the output.")
     rows = read_assignments(out_dir)
+    if one_per_duplicate_group is not None:
+        rows = one_per_duplicate_group_rows(out_dir, rows, one_per_duplicate_group)
+    outlier_folder = safe_folder_name(outliers_to, "outliers") if outliers_to is not None else None
     names = {int(k): v for k, v in (summary.get("cluster_names") or {}).items()}
     width = max(2, len(str(max(int(summary.get("k", 1)) - 1, 0))))
     by_display = {r.relpath: r.path for r in discover(images_dir, exclude=[out_dir, dest])} if images_dir.is_dir() else {}
@@ -77,6 +89,8 @@ def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str]) -
         c = int(row["cluster"])
         default = f"cluster_{c:0{width}d}"
         folder = f"{default}_{safe_folder_name(names[c], default)}" if c in names else default
+        if outlier_folder is not None and is_outlier(row):
+            folder = outlier_folder
         src = by_display.get(row["path"])
         if src is None:
             missing.append(row["path"])
@@ -141,13 +155,18 @@ def _target_dir(dest: Path, folder: str) -> Path:
 
 
 def export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, mode: str = "copy",
-           progress: Callable[[str, int, int], None] | None = None) -> ExportReport:
+           progress: Callable[[str, int, int], None] | None = None, one_per_duplicate_group: str | None = None,
+           outliers_to: str | None = None) -> ExportReport:
     """Put each clustered image into ``DEST/cluster_NN/``.
 
     Args:
         out_dir: the output folder of a run (holds assignments.csv and summary.json).
         dest: where the cluster folders go (created; must not be inside the images folder).
         mode: ``copy`` (default), ``symlink`` or ``move``. The CLI asks for ``--yes`` before a move.
+        one_per_duplicate_group: ``largest`` or ``sharpest``: export only that image of each
+            near-duplicate group (duplicates.csv); None exports them all.
+        outliers_to: a folder name under ``dest`` for the images marked as outliers (the ``outlier``
+            column), instead of their cluster's folder.
 
     A rerun of the same export (e.g. after a kill) finishes the job: the manifest tells which
     files are already in place, and those are skipped rather than exported a second time.
@@ -157,7 +176,8 @@ def export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, mod
     """
     if mode not in MODES:
         raise ParameterError(f"mode must be one of {', '.join(MODES)}; got '{mode}'.")
-    actions, missing = plan_export(out_dir, dest)
+    actions, missing = plan_export(out_dir, dest, one_per_duplicate_group=one_per_duplicate_group,
+                                   outliers_to=outliers_to)
     dest = Path(dest)
     report = ExportReport(dest=dest, mode=mode, missing_sources=missing)
     try:
