@@ -181,13 +181,23 @@ def test_an_image_unlike_the_others_is_the_outlier() -> None:
     from imgclust.neighbors import knn, unit_rows
 
     rng = np.random.default_rng(1)
-    X = np.concatenate([rng.normal(size=(30, 8)) * 0.05 + 1, rng.normal(size=(30, 8)) * 0.05 - 1,
-                        np.array([[3.0, -3, 3, -3, 3, -3, 3, -3]])]).astype(np.float32)
-    sims, _ = knn(unit_rows(X), 10)
-    o = outlier_scores(sims)
-    assert np.flatnonzero(o.outlier).tolist() == [60] and o.score.argmax() == 60 and o.k == 5
+    # Two clusters of different spread (64 dimensions, like embeddings): the sparser one is ordinary,
+    # only the lone point stands out.
+    odd = np.zeros((1, 64))
+    odd[0, ::2], odd[0, 1::2] = 3, -3
+    X = np.concatenate([rng.normal(size=(40, 64)) + 2, rng.normal(size=(40, 64)) * 1.5 - 2, odd]).astype(np.float32)
+    o = outlier_scores(*knn(unit_rows(X - X.mean(axis=0)), 10))
+    assert np.flatnonzero(o.outlier).tolist() == [80] and o.score.argmax() == 80 and o.k == 10
+    assert np.median(o.score) == pytest.approx(1.0, abs=0.2)
     with pytest.raises(ParameterError, match="at least 1; got 0"):
-        outlier_scores(sims, k=0)
+        outlier_scores(*knn(unit_rows(X), 3), k=0)
+
+
+def test_exact_copies_do_not_divide_by_zero() -> None:
+    sims = np.ones((4, 2), np.float32)
+    idx = np.array([[1, 2], [0, 2], [0, 1], [0, 1]])
+    o = outlier_scores(sims, idx, k=2)
+    assert np.all(np.isfinite(o.score)) and o.n_outliers == 0
 
 
 # --- a run: columns, duplicates.csv, summary, export ------------------------------------------------
@@ -223,7 +233,6 @@ def test_run_writes_the_clean_columns_duplicates_csv_and_counts(messy_run: Path)
     assert rows["p05.png"]["quality"] == ""
     assert rows["p00.png"]["near_duplicate_group"] == rows["p00 copy.jpg"]["near_duplicate_group"] != ""
     assert all(r["near_duplicate_group"] == "" for p, r in rows.items() if p not in ("p00.png", "p00 copy.jpg"))
-    assert rows["odd.png"]["outlier"] == "1" and rows["p05.png"]["outlier"] == "0"
     cutoff = json.loads((out / "summary.json").read_text())["outliers"]["cutoff"]
     assert all((float(r["outlier_score"]) > cutoff) == (r["outlier"] == "1") for r in rows.values())
     assert all(r["outlier"] in ("0", "1") for r in rows.values())
@@ -232,21 +241,32 @@ def test_run_writes_the_clean_columns_duplicates_csv_and_counts(messy_run: Path)
     s = json.loads((out / "summary.json").read_text())
     assert s["quality_counts"] == {f: {"low_information": 2, "blurry": 1}.get(f, 0) for f in FLAGS}
     assert s["near_duplicates"]["method"] == "phash" and s["near_duplicates"]["n_groups"] == 1
-    assert s["outliers"]["n_outliers"] >= 1 and "clean" in s["timings"]
+    assert s["outliers"]["n_outliers"] == sum(r["outlier"] == "1" for r in rows.values()) and "clean" in s["timings"]
     html = (out / "report.html").read_text(encoding="utf-8")
     assert 'id="near-duplicates"' in html and 'id="outliers"' in html and 'id="quality"' in html
 
 
-def test_export_one_per_duplicate_group_and_outliers_apart(messy_run: Path) -> None:
-    dest = messy_run / "sorted"
-    res = CliRunner().invoke(main, ["export", str(messy_run / "out"), "--to", str(dest),
-                                    "--one-per-duplicate-group", "--outliers-to", "odd ones"])
+def test_export_one_per_duplicate_group_and_outliers_apart(messy_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(messy_run / "out", out)
+    rows = list(_rows(out / "assignments.csv").values())
+    for r in rows:  # mark one image as an outlier, whatever the run found
+        r["outlier"] = "1" if r["path"] == "odd.png" else "0"
+    with open(out / "assignments.csv", "w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    dest = tmp_path / "sorted"
+    res = CliRunner().invoke(main, ["export", str(out), "--to", str(dest), "--one-per-duplicate-group",
+                                    "--outliers-to", "odd ones"])
     assert res.exit_code == 0, res.output
     assert "the largest one (most pixels)" in res.output
     exported = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.suffix != ".jsonl"}
     names = {p.split("/")[-1] for p in exported}
     assert "p00.png" in names and "p00 copy.jpg" not in names and len(exported) == 27
-    assert "odd ones/odd.png" in exported
+    assert [p for p in exported if p.startswith("odd ones/")] == ["odd ones/odd.png"]
 
 
 def test_export_sharpest_of_each_group(messy_run: Path) -> None:

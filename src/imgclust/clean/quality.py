@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 # Version of the measurements: bump when image_stats changes, so cached stats are recomputed.
-STATS_VERSION = 2
+STATS_VERSION = 3
 ANALYSIS_SIDE = 128
 
 #: The columns of an image_stats row, in order.
@@ -83,28 +83,35 @@ def image_stats(image: Image.Image, original_size: tuple[int, int] | None = None
     factor = min(small.size) // ANALYSIS_SIDE
     if factor >= 2:  # a box reduction first: several times cheaper than resampling the full image
         small = small.reduce(factor)
-    side = min(small.size)
+    # Grey levels at the analysis scale; Pillow's C code does the conversions and resizing (ITU-R 601 luma).
+    grey_img = small.convert("L")
+    side = min(grey_img.size)
     if side > ANALYSIS_SIDE:
         scale = ANALYSIS_SIDE / side
-        small = small.resize((max(1, round(small.size[0] * scale)), max(1, round(small.size[1] * scale))),
-                             Image.Resampling.BILINEAR)
-    rgb = np.asarray(small, dtype=np.float32)
-    grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    hist = np.bincount(np.clip(grey + 0.5, 0, 255).astype(np.uint8).ravel(), minlength=256).astype(np.float64)
-    cdf = np.cumsum(hist) / hist.sum()
+        grey_img = grey_img.resize((max(1, round(grey_img.size[0] * scale)), max(1, round(grey_img.size[1] * scale))),
+                                   Image.Resampling.BILINEAR)
+    grey8 = np.asarray(grey_img)
+    hist = np.bincount(grey8.ravel(), minlength=256).astype(np.float64)
+    total = hist.sum()
+    cdf = np.cumsum(hist) / total
     p05, p95 = float(np.searchsorted(cdf, 0.05)), float(np.searchsorted(cdf, 0.95))
-    std = float(grey.std())
-    prob = hist[hist > 0] / hist.sum()
+    levels = np.arange(256, dtype=np.float64)
+    mean = float(hist @ levels / total)
+    std = float(np.sqrt(max(hist @ (levels - mean) ** 2 / total, 0.0)))
+    prob = hist[hist > 0] / total
     entropy = float(-(prob * np.log2(prob)).sum())
-    if grey.shape[0] >= 3 and grey.shape[1] >= 3:
+    if grey8.shape[0] >= 3 and grey8.shape[1] >= 3:
+        grey = grey8.astype(np.float32)
         lap = (grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4 * grey[1:-1, 1:-1])
         sharpness = float(lap.std()) / max(std, 1.0)
     else:
         sharpness = 0.0
+    # Colour: the mean difference between channels, on a 32x32 copy (enough to tell colour from grey).
+    rgb = np.asarray(small.resize((32, 32), Image.Resampling.BOX), dtype=np.int16)
     chroma = float((np.abs(rgb[..., 0] - rgb[..., 1]) + np.abs(rgb[..., 1] - rgb[..., 2])).mean() / 2)
-    words = perceptual_hash(small)
-    layout = np.asarray(small.convert("L").resize((LAYOUT_SIDE, LAYOUT_SIDE), Image.Resampling.BOX), np.float32)
-    return np.concatenate([np.array([w, h, grey.mean(), p05, p95, std, entropy, sharpness, chroma, *words],
+    words = perceptual_hash(grey_img)
+    layout = np.asarray(grey_img.resize((LAYOUT_SIDE, LAYOUT_SIDE), Image.Resampling.BOX), np.float32)
+    return np.concatenate([np.array([w, h, mean, p05, p95, std, entropy, sharpness, chroma, *words],
                                     dtype=np.float32), layout.ravel()])
 
 

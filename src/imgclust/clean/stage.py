@@ -23,7 +23,7 @@ from ..io.decode import decode
 from ..io.discover import ImageRecord
 from .neardup import DEFAULT_NEIGHBOURS, NearDuplicates, find_near_duplicates
 from .neardup import validate as validate_near
-from .outliers import DEFAULT_K, DEFAULT_N_MAD, Outliers, outlier_scores
+from .outliers import DEFAULT_CUTOFF, DEFAULT_K, Outliers, outlier_scores
 from .quality import (
     N_STATS,
     STATS,
@@ -43,7 +43,7 @@ DUPLICATES_COLUMNS = ("group", "path", "kept", "similarity", "width", "height", 
 KEEP_RULES = ("largest", "sharpest")
 #: The settings RunConfig.clean_options may hold, with their defaults.
 CLEAN_OPTIONS: dict[str, Any] = {"near_duplicates": "auto", "near_duplicate_threshold": None,
-                                 "outlier_k": DEFAULT_K, "outlier_n_mad": DEFAULT_N_MAD}
+                                 "outlier_k": DEFAULT_K, "outlier_cutoff": DEFAULT_CUTOFF}
 
 
 def clean_settings(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -173,10 +173,9 @@ class CleanResult:
                                 "threshold": None if math.isnan(self.near.threshold) else self.near.threshold,
                                 "n_groups": self.near.n_groups, "n_images": int((self.near.group >= 0).sum()),
                                 "n_extra": self.near.n_extra},
-            "outliers": {"n_outliers": self.outliers.n_outliers, "k": self.outliers.k,
-                         "cutoff": None if math.isinf(self.outliers.cutoff) else round(self.outliers.cutoff, 6),
-                         "rule": f"cosine distance to the {self.outliers.k}-th nearest neighbour, above the median "
-                                 f"by more than {self.settings['outlier_n_mad']:g} robust standard deviations"},
+            "outliers": {"n_outliers": self.outliers.n_outliers, "k": self.outliers.k, "cutoff": self.outliers.cutoff,
+                         "rule": f"distance to the {self.outliers.k}-th nearest neighbour divided by the mean of "
+                                 f"the neighbours' own, at least {self.outliers.cutoff:g}"},
         }
 
     def duplicate_rows(self, usable: Sequence[ImageRecord]) -> list[dict[str, Any]]:
@@ -241,18 +240,16 @@ def run_checks(X: np.ndarray, stats: np.ndarray, settings: dict[str, Any] | None
         settings: see :data:`CLEAN_OPTIONS` (defaults for missing keys).
         features: the extractor's name (picks the near-duplicate method when it is ``auto``).
 
-    One neighbour search over the vectors serves both the near-duplicates and the outliers.
+    Two neighbour searches: over the vectors (near-duplicates) and over the centred vectors (outliers).
     """
     from ..neighbors import knn, unit_rows
 
     settings = clean_settings(settings)
     n = len(X)
     flags = quality_flags(stats)
-    m = min(max(DEFAULT_NEIGHBOURS, int(settings["outlier_k"])), n - 1)
-    if m >= 1:
-        sims, idx = knn(unit_rows(X), m, seed=seed)
-    else:
-        sims, idx = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+    m = min(DEFAULT_NEIGHBOURS, n - 1)
+    empty = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+    sims, idx = knn(unit_rows(X), m, seed=seed) if m >= 1 else empty
     method = settings["near_duplicates"] = near_duplicate_method(settings["near_duplicates"], features)
     validate_near(method, settings["near_duplicate_threshold"])
     threshold = settings["near_duplicate_threshold"]
@@ -267,7 +264,10 @@ def run_checks(X: np.ndarray, stats: np.ndarray, settings: dict[str, Any] | None
             pairs = (np.where(keep, sims, -np.inf).astype(np.float32), idx)
         near = find_near_duplicates(X, method=method, threshold=threshold, seed=seed, knn_result=pairs,
                                     layout=layout_rows(stats))
-    outliers = outlier_scores(sims, k=int(settings["outlier_k"]), n_mad=float(settings["outlier_n_mad"]))
+    # Outliers on the centred vectors (see imgclust.clean.outliers): a second neighbour search.
+    m_out = min(int(settings["outlier_k"]), n - 1)
+    centred = knn(unit_rows(X - X.mean(axis=0)), m_out, seed=seed) if m_out >= 1 else empty
+    outliers = outlier_scores(*centred, k=int(settings["outlier_k"]), cutoff=float(settings["outlier_cutoff"]))
     return CleanResult(stats, flags, near, outliers, settings)
 
 
