@@ -328,3 +328,22 @@ def test_similar_bad_queries_exit_2_with_a_clear_message(messy_run: Path, tmp_pa
 
 def test_stats_columns_are_documented() -> None:
     assert STATS[:2] == ("width", "height") and N_STATS == len(STATS) + 64
+
+
+def test_run_cli_near_duplicate_options_reach_the_run(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for s in range(6):
+        scene(s).save(images / f"{s}.png")
+    res = CliRunner().invoke(main, ["run", str(images), "--out", str(tmp_path / "out"), "--features", "pixels",
+                                    "--k", "2", "--no-cache", "-q", "--near-duplicates", "embedding",
+                                    "--near-duplicate-threshold", "0.99"])
+    assert res.exit_code == 0, res.output
+    assert "Clean: 0 near-duplicate groups" in res.output
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["near_duplicates"]["method"] == "embedding" and s["near_duplicates"]["threshold"] == 0.99
+    assert s["config"]["clean_options"] == {"near_duplicates": "embedding", "near_duplicate_threshold": 0.99}
+    res = CliRunner().invoke(main, ["run", str(images), "--out", str(tmp_path / "out2"), "--features", "pixels",
+                                    "--no-cache", "-q", "--near-duplicate-threshold", "2"])
+    assert res.exit_code == 2 and "A near-duplicate threshold is a cosine in (-1, 1]; got 2.0." in res.output
+    assert not (tmp_path / "out2").exists()  # refused before any work

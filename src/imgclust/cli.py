@@ -163,21 +163,47 @@ def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="With --backend dask and no --scheduler: start this many local worker processes "
                    "(default: one per core).")
+@click.option("--near-duplicates", "near_duplicates", type=click.Choice(["auto", "embedding", "phash", "off"]),
+              default="auto", show_default=True,
+              help="How near-duplicates are found: the network's vectors (auto for network features), perceptual "
+                   "hashes (pixel-level copies; auto for pixels, histograms, HOG), or not at all. See docs/clean.md.")
+@click.option("--near-duplicate-threshold", type=float, default=None,
+              help="Similarity (cosine scale) from which two images are near-duplicates (default: 0.80 for "
+                   "embedding, 0.75 = 8 of 64 hash bits for phash).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run(images_dir: Path, out_dir: Path, features: str, size: int | None, weights: Path | None, k: int | None,
         k_range: str, method: str, seed: int, labels: str, cache: Path | None, no_cache: bool, identity: str,
-        batch_size: int, backend: str, scheduler: str | None, workers: int | None, quiet: bool) -> None:
+        batch_size: int, backend: str, scheduler: str | None, workers: int | None, near_duplicates: str,
+        near_duplicate_threshold: float | None, quiet: bool) -> None:
     """Cluster the images under IMAGES_DIR and write the results to --out."""
     from .backends import get_backend
     from .pipeline import run as run_pipeline
 
     config = RunConfig(features=features, feature_options=feature_options(size, weights, features), k=k,
                        k_range=parse_k_range(k_range), method=method, seed=seed, labels=labels, batch_size=batch_size,
-                       identity=identity)
+                       identity=identity, clean_options=clean_options(near_duplicates, near_duplicate_threshold))
     with get_backend(backend, scheduler=scheduler, workers=workers) as where, ProgressBars(enabled=not quiet) as bars:
         result = run_pipeline(images_dir, out_dir, config, cache=_cache_setting(cache, no_cache), progress=bars,
                               backend=where)
     print_run_summary(result.summary, out_dir)
+
+
+def clean_options(near_duplicates: str, threshold: float | None) -> dict[str, Any]:
+    """RunConfig.clean_options from the run command's options (only what differs from the defaults)."""
+    options: dict[str, Any] = {} if near_duplicates == "auto" else {"near_duplicates": near_duplicates}
+    if threshold is not None:
+        options["near_duplicate_threshold"] = threshold
+    return options
+
+
+def _print_clean(s: dict[str, Any]) -> None:
+    near, outliers, counts = s.get("near_duplicates"), s.get("outliers"), s.get("quality_counts")
+    if near is None or outliers is None or counts is None:
+        return
+    flagged = ", ".join(f"{n} {f.replace('_', ' ')}" for f, n in counts.items() if n) or "none"
+    out.print(f"Clean: {near['n_groups']} near-duplicate groups ({near['n_extra']} images beyond one per group; "
+              f"duplicates.csv), {outliers['n_outliers']} outliers, quality flags: {flagged} "
+              "(columns near_duplicate_group, outlier, quality in assignments.csv).", highlight=False)
 
 
 def _print_failed(s: dict[str, Any]) -> None:
@@ -208,6 +234,7 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     if s.get("n_duplicates"):
         out.print(f"{s['n_duplicates']} files are exact copies of another file; see duplicate_of in assignments.csv.",
                   highlight=False)
+    _print_clean(s)
     _print_cluster_table(s, "Cluster sizes", "suggested name")
     if "metrics" in s:
         m = s["metrics"]

@@ -53,8 +53,8 @@ def clean_settings(options: dict[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise ParameterError(f"Unknown clean options: {', '.join(sorted(unknown))}. Known: {', '.join(CLEAN_OPTIONS)}.")
     settings = {**CLEAN_OPTIONS, **options}
-    if settings["near_duplicates"] != "auto":
-        validate_near(settings["near_duplicates"], settings["near_duplicate_threshold"])
+    method = settings["near_duplicates"]
+    validate_near("embedding" if method == "auto" else method, settings["near_duplicate_threshold"])
     return settings
 
 
