@@ -263,7 +263,7 @@ def test_export_one_per_duplicate_group_and_outliers_apart(messy_run: Path, tmp_
                                     "--outliers-to", "odd ones"])
     assert res.exit_code == 0, res.output
     assert "the largest one (most pixels)" in res.output
-    exported = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.suffix != ".jsonl"}
+    exported = {p.relative_to(dest).as_posix() for p in dest.glob("*/*") if p.is_file()}
     names = {p.split("/")[-1] for p in exported}
     assert "p00.png" in names and "p00 copy.jpg" not in names and len(exported) == 27
     assert [p for p in exported if p.startswith("odd ones/")] == ["odd ones/odd.png"]
@@ -272,11 +272,15 @@ def test_export_one_per_duplicate_group_and_outliers_apart(messy_run: Path, tmp_
 def test_export_sharpest_of_each_group(messy_run: Path) -> None:
     from imgclust.outputs.export import plan_export
 
-    actions, _ = plan_export(messy_run / "out", messy_run / "elsewhere", one_per_duplicate_group="sharpest")
-    sources = {a.source.name for a in actions}
+    plan = plan_export(messy_run / "out", messy_run / "elsewhere", one_per_duplicate_group="sharpest")
+    sources = {a.source.name for a in plan.actions}
     dups = list(_rows(messy_run / "out" / "duplicates.csv").values())
     sharpest = max(dups, key=lambda d: float(d["sharpness"]))["path"]
     assert sharpest in sources and len(sources & {d["path"] for d in dups}) == 1
+    with pytest.raises(ParameterError, match="plain folder name"):
+        plan_export(messy_run / "out", messy_run / "elsewhere", outliers_to="../up")
+    with pytest.raises(ParameterError, match="is the name of a cluster's folder"):
+        plan_export(messy_run / "out", messy_run / "elsewhere", outliers_to=plan.folders[0])
 
 
 # --- similar -------------------------------------------------------------------------------------

@@ -39,6 +39,15 @@ def one_per_duplicate_group(out_dir: Path, rows: list[dict[str, str]], rule: str
     return [r for r in rows if r.get("path") not in dropped]
 
 
+def outlier_folder_name(name: str) -> str:
+    """``name`` as a folder directly under the export's destination, or a ParameterError."""
+    cleaned = name.strip()
+    if (not cleaned or cleaned in (".", "..") or any(c in cleaned for c in "/\\\0")
+            or any(ord(c) < 32 for c in cleaned) or len(cleaned) > 100):
+        raise ParameterError(f"--outliers-to takes a plain folder name (no '/', not '.' or '..'); got {name!r}.")
+    return cleaned
+
+
 def is_outlier(row: dict[str, str]) -> bool:
     """Whether an assignments.csv row is marked as an outlier (a run without the column has none)."""
     return row.get("outlier", "") == "1"

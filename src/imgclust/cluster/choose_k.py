@@ -207,7 +207,7 @@ def pick_k(sweep: Sweep) -> KPick:
     scored = [r for r in sweep.rows if np.isfinite(r.silhouette)]
     if not scored:
         raise ParameterError("Automatic k needs at least one k between 2 and the number of images minus 1 "
-                             f"in the range; got k = {', '.join(map(str, sweep.ks))}. Widen --k-range or give --k.")
+                             f"in the range; got k = {', '.join(map(str, sweep.ks))}. Widen --ks or give --k.")
     best = max(scored, key=lambda r: (r.silhouette, -r.k))
     threshold = best.silhouette - best.silhouette_se
     candidates = tuple(r.k for r in scored if r.silhouette >= threshold)
@@ -344,7 +344,7 @@ def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str =
     hi = min(hi, len(X) - 1)
     if lo < 1 or hi < max(lo, 2):
         raise ParameterError(f"Automatic k needs a range with a k between 2 and the number of images minus 1 "
-                             f"({len(X) - 1}); got {k_range[0]}-{k_range[1]}. Give --k or widen --k-range.")
+                             f"({len(X) - 1}); got {k_range[0]}-{k_range[1]}. Give --k or widen --ks.")
     sweep = sweep_k(X, range(lo, hi + 1), seed=seed, method=method, progress=progress, **method_options)
     pick = pick_k(sweep)
     result = cluster(X, pick.k, method=method, seed=seed, **method_options)
