@@ -48,7 +48,7 @@ class QualityThresholds:
         odd_aspect: ``odd_aspect`` when the longer side is more than this many times the shorter.
     """
 
-    dark_p95: float = 70.0
+    dark_p95: float = 80.0
     bright_p05: float = 160.0
     low_information_entropy: float = 2.0
     blurry_sharpness: float = 0.15
