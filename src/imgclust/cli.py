@@ -256,6 +256,10 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     how = f" (chosen automatically: {s.get('k_reason', '')})" if s.get("k_auto") else ""
     out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images clustered into [bold]{s['k']}[/] groups "
               f"with {s['features']} + {s['method']}{how}.", highlight=False)
+    others = [c for c in s.get("k_candidates") or [] if isinstance(c, dict) and c.get("k") != s["k"]]
+    if s.get("k_auto") and others:
+        out.print("Other choices (rerun with --k K into the same --out; no clustering again): "
+                  + "; ".join(f"k={c['k']}: {c.get('reason', '')}" for c in others) + ".", highlight=False)
     _print_failed(s)
     if s.get("n_duplicates"):
         out.print(f"{s['n_duplicates']} files are exact copies of another file; see duplicate_of in assignments.csv.",
