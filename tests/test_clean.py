@@ -319,7 +319,7 @@ def test_similar_bad_queries_exit_2_with_a_clear_message(messy_run: Path, tmp_pa
     res = CliRunner().invoke(main, ["similar", out, str(text)])
     assert res.exit_code == 2
     assert (f"Error: The query {text} cannot be used: not an image. The file's content is not an image format "
-            "Pillow can read.") in res.output
+            "imgclust reads (JPEG, PNG, GIF, BMP, WebP and TIFF).") in res.output
     res = CliRunner().invoke(main, ["similar", out, str(tmp_path)])
     assert res.exit_code == 2 and "is not a file" in res.output
     res = CliRunner().invoke(main, ["similar", str(tmp_path), str(messy_run / "images" / "p03.png")])

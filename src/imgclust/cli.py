@@ -253,13 +253,14 @@ def _print_cluster_table(s: dict[str, Any], title: str, name_column: str) -> Non
 
 def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     s = summary
-    how = f" (chosen automatically: {s.get('k_reason', '')})" if s.get("k_auto") else ""
+    how = f" (chosen automatically: {escape(str(s.get('k_reason', '')))})" if s.get("k_auto") else ""
     out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images clustered into [bold]{s['k']}[/] groups "
-              f"with {s['features']} + {s['method']}{how}.", highlight=False)
+              f"with {escape(str(s['features']))} + {escape(str(s['method']))}{how}.", highlight=False)
     others = [c for c in s.get("k_candidates") or [] if isinstance(c, dict) and c.get("k") != s["k"]]
     if s.get("k_auto") and others:
         out.print("Other choices (rerun with --k K into the same --out; no clustering again): "
-                  + "; ".join(f"k={c['k']}: {c.get('reason', '')}" for c in others) + ".", highlight=False)
+                  + "; ".join(f"k={c['k']}: {c.get('reason', '')}" for c in others) + ".", highlight=False,
+                  markup=False)
     _print_failed(s)
     if s.get("n_duplicates"):
         out.print(f"{s['n_duplicates']} files are exact copies of another file; see duplicate_of in assignments.csv.",
@@ -273,7 +274,7 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
                   f"accuracy (many-to-one, majority) {m['accuracy_majority']:.3f}, "
                   f"NMI {m['nmi']:.3f}, ARI {m['ari']:.3f}", highlight=False)
     if s.get("backend", {}).get("name") == "dask":
-        out.print(f"Ran on Dask: {s['backend']['n_workers']} workers, scheduler {s['backend']['scheduler']}.",
+        out.print(f"Ran on Dask: {s['backend']['n_workers']} workers, scheduler {escape(str(s['backend']['scheduler']))}.",
                   highlight=False)
     t = s.get("timings", {})
     out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
@@ -336,7 +337,7 @@ def print_sweep(summary: dict[str, Any], rows: list[Any], out_dir: Path) -> None
                   "it rises with k by construction: one image per cluster gives 1.0). acc. Hungarian: one-to-one "
                   "accuracy, clusters matched to labels, shown only where k equals the number of labels.",
                   highlight=False)
-    out.print(f"Suggested k = [bold]{s['k']}[/]: {s['k_reason']}", highlight=False)
+    out.print(f"Suggested k = [bold]{s['k']}[/]: {escape(str(s['k_reason']))}", highlight=False)
     t = s.get("timings", {})
     out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
     out.print(f"Results in {escape(str(out_dir))}/ (sweep.csv, elbow.png, criteria.png, summary.json)",
@@ -436,7 +437,7 @@ def report(out_dir: Path, map_method: str | None, cache: Path | None, no_cache: 
 
     with ProgressBars() as bars:
         path = rebuild_report(out_dir, map_method=map_method, cache=_cache_setting(cache, no_cache), progress=bars)
-    out.print(f"Report written to {path}", highlight=False)
+    out.print(f"Report written to {path}", highlight=False, markup=False)
 
 
 @main.command(short_help="Cluster built-in photos: pixels against the network.", epilog=_examples(
@@ -559,7 +560,8 @@ def assign(model_dir: Path, images_dir: Path, out_dir: Path, weights: Path | Non
         result = assign_images(model_dir, images_dir, out_dir, weights=weights, labels=labels, batch_size=batch_size,
                                cache=_cache_setting(cache, no_cache), progress=bars)
     s = result.summary
-    out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images assigned to the {s['k']} clusters of {result.model.path} "
+    out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images assigned to the {s['k']} clusters of "
+              f"{escape(str(result.model.path))} "
               f"({s['n_outliers']} outliers: farther than {s['outlier_percentile']:g}% of the cluster's members "
               "were at fit time).", highlight=False)
     _print_failed(s)
@@ -569,5 +571,5 @@ def assign(model_dir: Path, images_dir: Path, out_dir: Path, weights: Path | Non
         out.print(f"Against the {s['labels_mode']} labels ({s['n_labels']} classes): "
                   f"accuracy (one-to-one, Hungarian) [bold]{m['accuracy_hungarian']:.3f}[/], NMI {m['nmi']:.3f}",
                   highlight=False)
-    out.print(f"Results in {out_dir}/ (assignments.csv with an outlier column, summary.json"
+    out.print(f"Results in {escape(str(out_dir))}/ (assignments.csv with an outlier column, summary.json"
               + (", confusion.csv" if "metrics" in s else "") + ")", highlight=False)

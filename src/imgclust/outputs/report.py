@@ -445,7 +445,9 @@ def write_report(out_dir: str | os.PathLike[str], *, max_thumbs: int = MAX_THUMB
     distances = np.array([float(r["distance"] or "nan") for r in ok])
     k = int(summary.get("k", labels.max() + 1))
     colors = cluster_colors(k)
-    labels_true = [r.get("label", "") for r in ok] if "label" in ok[0] and any(r.get("label") for r in ok) else None
+    # an empty label is an unlabelled image (e.g. at the top level with folder labels): not scored
+    labels_true = ([r.get("label") or None for r in ok] if "label" in ok[0] and any(r.get("label") for r in ok)
+                   else None)
     images_dir = Path(summary.get("images_dir", ""))
 
     evaluation = None
@@ -477,7 +479,8 @@ def write_report(out_dir: str | os.PathLike[str], *, max_thumbs: int = MAX_THUMB
     clusters = []
     for c, near, far in picks:
         size = int(np.sum(labels == c))
-        top = Counter(labels_true[i] for i in np.flatnonzero(labels == c)).most_common(3) if labels_true else []
+        top = (Counter(str(labels_true[i]) for i in np.flatnonzero(labels == c) if labels_true[i] is not None)
+               .most_common(3) if labels_true else [])
         thumbs = [Thumb(ok[i]["path"], srcs[int(i)], float(distances[i]), ok[i].get("label", ""), outlier)
                   for idx, outlier in ((near, False), (far, True)) for i in idx]
         clusters.append(ClusterView(c, size, size / len(ok), colors[c], names.get(str(c), ""),
