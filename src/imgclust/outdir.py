@@ -36,7 +36,7 @@ LOCK_NAME = OUT_MARKER
 # Every file an imgclust command writes into an output folder (relative paths).
 OUTPUT_FILES: tuple[str, ...] = (
     "assignments.csv", "summary.json", "confusion.csv", "sweep.csv", "elbow.png", "criteria.png",
-    "report.html", "report-data.npz", "model/model.json", "model/centers.npz", "k-candidates.npz",
+    "report.html", "report-data.npz", "model/model.json", "model/centers.npz", "k-candidates.npz", "duplicates.csv",
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
