@@ -112,7 +112,8 @@ def calibration_images(count: int = CALIBRATION_IMAGES, seed: int = CALIBRATION_
         yield crop
 
 
-def quantize_graph(fp32_path: Path, int8_path: Path, batches: list[np.ndarray]) -> None:
+def quantize_graph(fp32_path: Path, int8_path: Path, batches: list[np.ndarray], *,
+                   float_nodes: tuple[str, ...] = FLOAT_NODES) -> None:
     """Write the int8 (QDQ) version of the fp32 graph at ``fp32_path`` to ``int8_path``, atomically.
 
     Args:
@@ -146,6 +147,6 @@ def quantize_graph(fp32_path: Path, int8_path: Path, batches: list[np.ndarray]) 
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(FLOAT_NODES))
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(float_nodes))
         model = onnx.load(str(out))
         atomic_write_bytes(int8_path, model.SerializeToString())
