@@ -239,6 +239,10 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     how = f" (chosen automatically: {s.get('k_reason', '')})" if s.get("k_auto") else ""
     out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images clustered into [bold]{s['k']}[/] groups "
               f"with {s['features']} + {s['method']}{how}.", highlight=False)
+    others = [c for c in s.get("k_candidates") or [] if isinstance(c, dict) and c.get("k") != s["k"]]
+    if s.get("k_auto") and others:
+        out.print("Other choices (rerun with --k K into the same --out; no clustering again): "
+                  + "; ".join(f"k={c['k']}: {c.get('reason', '')}" for c in others) + ".", highlight=False)
     _print_failed(s)
     if s.get("n_duplicates"):
         out.print(f"{s['n_duplicates']} files are exact copies of another file; see duplicate_of in assignments.csv.",
@@ -333,9 +337,11 @@ def print_sweep(summary: dict[str, Any], rows: list[Any], out_dir: Path) -> None
               help="copy (the originals stay), symlink (links to the originals) or move (needs --yes; undo with --undo).")
 @click.option("--yes", is_flag=True, help="Confirm a move (required with --mode move).")
 @click.option("--undo", "undo", is_flag=True, help="Put back the files a move sent to --to.")
-def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool) -> None:
+@click.option("--replace", is_flag=True,
+              help="When --to holds an earlier export of another grouping, remove the copies or links it made first.")
+def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool, replace: bool) -> None:
     """Put the images of a finished run (OUT_DIR) into one folder per cluster under --to."""
-    from .errors import ParameterError
+    from .errors import OutputError, ParameterError
     from .outputs.export import export as do_export
     from .outputs.export import plan_export, undo_export
 
@@ -343,32 +349,46 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
         raise ParameterError("Name the destination with --to DEST.")
     if undo:
         undone = undo_export(dest)
-        out.print(f"Put back {undone.restored} files moved by an earlier export to {dest}.", highlight=False,
+        where = f" into {undone.images_dir}" if undone.restored and undone.images_dir else ""
+        out.print(f"Put back {undone.restored} files moved by an earlier export to {dest}{where}.", highlight=False,
                   markup=False)
         for kept in undone.kept:
             out.print(f"[yellow]Left in place, nothing overwritten:[/] {escape(kept)}", highlight=False)
+        for refused in undone.refused:
+            out.print(f"[red]Refused:[/] {escape(refused)}", highlight=False)
+        if undone.refused:
+            raise OutputError(f"{len(undone.refused)} entries of the export journal in {dest} failed a check and "
+                              "were not moved (listed above); it may have been edited. Nothing was overwritten.")
         return
     if out_dir is None:
         raise ParameterError("Name the output folder of a run: imgclust export OUT_DIR --to DEST.")
     if mode == "move":
-        actions, missing = plan_export(out_dir, dest)
+        plan = plan_export(out_dir, dest, mode=mode)
         folders: dict[str, int] = {}
-        for a in actions:
+        for a in plan.actions:
             folders[a.folder] = folders.get(a.folder, 0) + 1
-        out.print(f"Plan: move {len(actions)} images out of their folder into {len(folders)} folders under {dest}:",
-                  highlight=False, soft_wrap=True, markup=False)
+        out.print(f"Plan: move {len(plan.actions)} images out of their folder into {len(folders)} folders under "
+                  f"{dest}:", highlight=False, soft_wrap=True, markup=False)
         for f, n in sorted(folders.items()):
             out.print(f"  {dest / f}/  {n} images", highlight=False, soft_wrap=True, markup=False)
+        for line in plan.not_moved:
+            out.print(f"  [yellow]Left where it is:[/] {escape(line)}", highlight=False, soft_wrap=True)
         if not yes:
             raise ParameterError("Moving files needs --yes. Nothing was moved. "
                                  "(Every move is recorded; 'imgclust export --undo --to DEST' puts files back.)")
     with ProgressBars() as bars:
-        rep = do_export(out_dir, dest, mode=mode, progress=bars)
+        rep = do_export(out_dir, dest, mode=mode, replace=replace, progress=bars)
+    if rep.replaced or rep.kept_from_earlier:
+        out.print(f"Removed {rep.replaced} files of the earlier export; kept {len(rep.kept_from_earlier)} that "
+                  "were changed since.", highlight=False, markup=False)
     verb = {"copy": "Copied", "symlink": "Linked", "move": "Moved"}[mode]
     out.print(f"{verb} {rep.done} images into {dest}/ ({rep.skipped_existing} already there).", highlight=False,
               markup=False)
     if rep.missing_sources:
         out.print(f"[yellow]{len(rep.missing_sources)} images no longer exist and were skipped[/].")
+    if rep.not_moved:
+        out.print(f"[yellow]{len(rep.not_moved)} images were left where they are[/] (a link, or a file outside the "
+                  "images folder): see the plan above.", highlight=False)
 
 
 @main.command(short_help="Rebuild the HTML report of a finished run.", epilog=_examples(
