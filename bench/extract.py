@@ -14,7 +14,7 @@ Optionally (a) for Lite0 again on a folder of large photos (4000x3000 JPEGs made
 
 Run from the repository root (graphs are exported and quantised into the usual cache folder the first
 time, or into a temporary one with --fresh-models):
-    PYTHONPATH=src python bench/extract.py                              # 500 images, 2 rounds
+    PYTHONPATH=src python bench/extract.py                              # 500 images, 4 rounds
     PYTHONPATH=src python bench/extract.py --n 200 --repeat 1 --variants efficientnet-lite0   # quick
 """
 
@@ -45,13 +45,29 @@ def rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
 
+class Clock:
+    """Wall time and this process's CPU time (all its threads) of one measured pass."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+# CPU milliseconds per image of the last pass of each kind (a machine shared with other work slows the
+# wall clock far more than it changes the CPU time a pass needs).
+CPU_MS: dict[str, float] = {}
+
+
 def bench_ours(records: list, extractor, batch_size: int, decode_threads: int | None) -> float:
-    t0 = time.perf_counter()
-    ex = extract(records, extractor, cache=None, batch_size=batch_size, decode_threads=decode_threads)
-    seconds = time.perf_counter() - t0
+    with Clock() as clock:
+        ex = extract(records, extractor, cache=None, batch_size=batch_size, decode_threads=decode_threads)
     if ex.n_computed != len(records):
         raise SystemExit(f"only {ex.n_computed} of {len(records)} images were embedded")
-    return rate(len(records), seconds)
+    CPU_MS["a"] = 1000 * clock.cpu / len(records)
+    return rate(len(records), clock.wall)
 
 
 def predecode(records: list, extractor, batch_size: int) -> tuple[list[np.ndarray], float]:
@@ -65,29 +81,40 @@ def predecode(records: list, extractor, batch_size: int) -> tuple[list[np.ndarra
 
 
 def bench_network(batches: list[np.ndarray], extractor) -> float:
-    t0 = time.perf_counter()
-    for b in batches:
-        extractor.embed(b)
-    return rate(sum(len(b) for b in batches), time.perf_counter() - t0)
+    n = sum(len(b) for b in batches)
+    with Clock() as clock:
+        for b in batches:
+            extractor.embed(b)
+    CPU_MS["c"] = 1000 * clock.cpu / n
+    return rate(n, clock.wall)
 
 
-def bench_original(records: list, extractor) -> float:
-    """The original method: full decode, resize, scale in NumPy, one eager PyTorch forward per image."""
+def reference_network(extractor):
     import torch
 
-    from imgclust.features.efficientnet import MEAN, STD, build_reference_network
+    from imgclust.features.efficientnet import build_reference_network
 
     torch.set_num_threads(default_threads())
     net = build_reference_network(extractor.name)
     with torch.inference_mode():
         net.extract_features(torch.zeros(1, 3, extractor.image_size, extractor.image_size))  # warm-up
-        t0 = time.perf_counter()
+    return net
+
+
+def bench_original(records: list, extractor, net) -> float:
+    """The original method: full decode, resize, scale in NumPy, one eager PyTorch forward per image."""
+    import torch
+
+    from imgclust.features.efficientnet import MEAN, STD
+
+    with torch.inference_mode(), Clock() as clock:
         for r in records:
             with Image.open(r.path) as img:
                 pixels = extractor.prepare(img.convert("RGB"))
             x = ((pixels.astype(np.float32) - MEAN) / STD).transpose(2, 0, 1)[None]
             net.extract_features(torch.from_numpy(np.ascontiguousarray(x))).mean(dim=(2, 3))
-    return rate(len(records), time.perf_counter() - t0)
+    CPU_MS["b"] = 1000 * clock.cpu / len(records)
+    return rate(len(records), clock.wall)
 
 
 def make_large_photos(records: list, n: int, folder: Path, size: tuple[int, int] = (4000, 3000)) -> None:
@@ -106,8 +133,9 @@ def main() -> None:
     ap.add_argument("--decode-threads", type=int, default=None, help="default: one per core")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated (default: all three)")
     ap.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated (default: fp32,int8)")
-    ap.add_argument("--repeat", type=int, default=2,
-                    help="rounds of (c) then (a) for every configuration, interleaved; best of each kept (default 2)")
+    ap.add_argument("--repeat", type=int, default=4,
+                    help="rounds of (c) and (a) for every configuration and (b), interleaved; best of each kept "
+                         "(default 4)")
     ap.add_argument("--fresh-models", action="store_true",
                     help="export and quantise the graphs into a temporary folder instead of the cache folder")
     args = ap.parse_args()
@@ -132,19 +160,32 @@ def main() -> None:
                 d = d_v if v == "efficientnet-lite0" else d
         a = dict.fromkeys(configs, 0.0)
         c = dict.fromkeys(configs, 0.0)
-        for _ in range(max(1, args.repeat)):
-            for key, ex in extractors.items():
-                c[key] = max(c[key], bench_network(batches[key[0]], ex))
-                a[key] = max(a[key], bench_ours(records, ex, args.batch_size, args.decode_threads))
+        b = 0.0
+        inf = float("inf")
+        cpu_a, cpu_c, cpu_b = dict.fromkeys(configs, inf), dict.fromkeys(configs, inf), inf
         base = extractors.get(("efficientnet-lite0", "fp32")) or next(iter(extractors.values()))
         originals = records[: args.n_original]
-        b = bench_original(originals, base)
+        net = reference_network(base)
+        for _ in range(max(1, args.repeat)):  # a changing machine load hits every configuration alike
+            for key, ex in extractors.items():
+                c[key] = max(c[key], bench_network(batches[key[0]], ex))
+                cpu_c[key] = min(cpu_c[key], CPU_MS["c"])
+                a[key] = max(a[key], bench_ours(records, ex, args.batch_size, args.decode_threads))
+                cpu_a[key] = min(cpu_a[key], CPU_MS["a"])
+            b = max(b, bench_original(originals, base, net))
+            cpu_b = min(cpu_b, CPU_MS["b"])
         base_key = (base.name, base.precision)
         print(f"\n{'variant':20s} {'precision':9s} {'(a) end to end':>15s} {'(c) network':>12s} {'a/c':>5s} "
               f"{'a / a(' + base.name[-5:] + ' ' + base.precision + ')':>22s} {'a/b':>6s}")
         for (v, p) in configs:
             print(f"{v:20s} {p:9s} {a[(v, p)]:11.1f} i/s {c[(v, p)]:8.1f} i/s {a[(v, p)] / c[(v, p)]:5.2f} "
                   f"{a[(v, p)] / a.get(base_key, a[(v, p)]):22.2f} {a[(v, p)] / b:6.2f}")
+        print("\nCPU time per image (all threads; less sensitive to other work on the machine), ratios by CPU time:")
+        print(f"{'variant':20s} {'precision':9s} {'(a) ms':>8s} {'(c) ms':>8s} {'a vs lite0 fp32':>16s} {'a vs b':>7s}")
+        for (v, p) in configs:
+            print(f"{v:20s} {p:9s} {cpu_a[(v, p)]:8.1f} {cpu_c[(v, p)]:8.1f} "
+                  f"{cpu_a.get(base_key, cpu_a[(v, p)]) / cpu_a[(v, p)]:15.2f}x {cpu_b / cpu_a[(v, p)]:6.2f}x")
+        print(f"(b) original loop: {cpu_b:.1f} CPU ms per image")
         print(f"\n(b) original loop, {base.name} fp32 per image: {b:.1f} images/s ({len(originals)} images)")
         if d is not None:
             print(f"(d) decode+resize for Lite0, 1 thread: {d:.1f} images/s")
