@@ -419,6 +419,30 @@ def check_compatible(model: SavedModel, extractor: Extractor) -> None:
         f"({model.imgclust_version or 'unknown'}), or fit a new model here with imgclust run.")
 
 
+def fitted_precision(model: SavedModel) -> str:
+    """The network precision the model's vectors were made with (models written before int8 existed: fp32)."""
+    return str(model.extractor.get("precision") or model.feature_options.get("precision") or "fp32")
+
+
+def check_precision_matches(model: SavedModel, extractor: Extractor, requested: str | None = None) -> None:
+    """Refuse vectors of another precision than the model's (asked for, or an int8 fallback to fp32 here).
+
+    Raises:
+        InputError: naming both precisions and what to do.
+    """
+    fitted = fitted_precision(model)
+    if requested is not None and requested != fitted:
+        raise InputError(f"This model was fitted on {fitted} vectors; --precision {requested} makes {requested} "
+                         f"vectors, which its centres do not fit. Leave out --precision (assign uses the model's "
+                         f"{fitted}), or fit a new model with imgclust run --precision {requested}.")
+    now = str(extractor.describe().get("precision") or "fp32")
+    if now != fitted:
+        why = getattr(extractor, "precision_note", None) or f"'{extractor.name}' runs in {now} here"
+        raise InputError(f"This model was fitted on {fitted} vectors, but {why} Its centres would not fit these "
+                         f"vectors: assign on a machine with {fitted} support, or fit a new model here with "
+                         f"imgclust run --precision {now}.")
+
+
 def build_extractor(model: SavedModel, weights: str | os.PathLike[str] | None = None) -> Extractor:
     """The model's extractor as this installation builds it (``weights`` replaces a checkpoint's path).
 
@@ -468,7 +492,7 @@ class AssignResult:
 @holds_out_lock
 def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
            weights: str | os.PathLike[str] | None = None, labels: str = "auto", batch_size: int = 32,
-           cache: Any = True, progress: Any = None) -> AssignResult:
+           cache: Any = True, progress: Any = None, precision: str | None = None) -> AssignResult:
     """Sort new images into the clusters of a saved model.
 
     Writes ``assignments.csv`` (the run's columns plus ``outlier``), ``summary.json`` and, when the
@@ -483,6 +507,7 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
         batch_size: images per network batch.
         cache: True (default folder), False (no cache) or a folder for the embedding cache.
         progress: called as ``progress(stage, done, total)``.
+        precision: the network precision asked for (``fp32``/``int8``); None: the model's. Another one is refused.
 
     Returns:
         :class:`AssignResult`.
@@ -515,7 +540,9 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
     if is_within(model.path, out_dir):
         raise OutputError(f"The output folder {out_dir} holds the model {model.path}; writing there would replace "
                           "the results of the run that made it. Choose another output folder.")
-    check_compatible(model, build_extractor(model, weights))
+    extractor = build_extractor(model, weights)
+    check_precision_matches(model, extractor, precision)
+    check_compatible(model, extractor)
     model = with_edits(model, cache=cache)  # images sorted into the clusters as corrected in review / imgclust edit
     options = dict(model.feature_options) | ({"weights": str(weights)} if weights is not None else {})
     config = RunConfig(features=model.features, feature_options=options, k=model.k, method=model.method,

