@@ -113,7 +113,7 @@ def test_dask_backend_needs_a_cache(image_folder: Path, tmp_path: Path) -> None:
     backend = DaskBackend(workers=1)
     with pytest.raises(ParameterError, match="cannot run with --no-cache"):
         imgclust.run(image_folder, tmp_path / "out", features="pixels", k=3, cache=False, backend=backend)
-    assert backend.describe() == {"name": "dask"}  # no cluster was started for nothing
+    assert backend.describe() == {"name": "dask", "scheduler": None, "n_workers": 0}  # none started for nothing
 
 
 def test_unreachable_scheduler_says_what_to_do() -> None:

@@ -249,8 +249,11 @@ class DaskBackend(Backend):
         return len(self.client.nthreads())
 
     def describe(self) -> dict[str, Any]:
+        """Always the same keys. ``n_workers`` is 0 and ``scheduler`` None when no work was sent to Dask
+        (every vector came from the cache and the clustering ran on this machine): then no cluster was
+        started or connected to, and none is started just to be described."""
         if self._client is None:
-            return {"name": self.name}
+            return {"name": self.name, "scheduler": None, "n_workers": 0}
         return {"name": self.name, "scheduler": self._client.scheduler.address, "n_workers": self.n_workers}
 
     def close(self) -> None:
