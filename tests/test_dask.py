@@ -20,11 +20,12 @@ from click.testing import CliRunner
 import imgclust
 from conftest import CLASSES, draw_image, run_cli
 from imgclust.backends import get_backend
-from imgclust.cache import EmbeddingCache, write_part
+from imgclust.cache import EmbeddingCache
 from imgclust.cli import main
 from imgclust.cluster.kmeans import ArrayAssigner, lloyd
 from imgclust.errors import ParameterError
 from imgclust.metrics import evaluate
+from imgclust.store import VectorStore
 
 pytest.importorskip("distributed")
 
@@ -69,12 +70,21 @@ def same_outputs(a: Path, b: Path) -> None:
 
 
 def part_rows(cache_root: Path) -> list[str]:
-    """Every key in every part file of a cache (duplicates included)."""
+    """Every key indexed in the embedding stores under ``cache_root``."""
     keys: list[str] = []
-    for part in cache_root.glob("vectors/*/part-*.npz"):
-        with np.load(part) as z:
-            keys.extend(z["keys"].tolist())
+    for meta in cache_root.glob("vectors/*/meta.json"):
+        info = json.loads(meta.read_text())
+        keys.extend(EmbeddingCache(cache_root, info["cache_id"], info["dim"]).keys())
     return keys
+
+
+def stored_rows(cache_root: Path) -> int:
+    """Rows in every segment file under ``cache_root``, indexed or not: what was computed and written."""
+    total = 0
+    for meta in cache_root.glob("vectors/*/meta.json"):
+        info = json.loads(meta.read_text())
+        total += EmbeddingCache(cache_root, info["cache_id"], info["dim"]).segment_rows()
+    return total
 
 
 def extractors_built() -> int:
@@ -122,14 +132,13 @@ def test_unreachable_scheduler_says_what_to_do() -> None:
         _ = backend.client
 
 
-def test_parts_from_other_writers(tmp_path: Path) -> None:
+def test_vectors_from_other_writers_are_seen_at_once(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path, "x-1", 2)
-    write_part(cache.folder, ["a", "b"], np.ones((2, 2), np.float32), name="part-shard-1.npz")
-    assert "a" not in cache
-    cache.refresh()
-    assert len(cache) == 2
-    # A shard written again (a rescheduled task) replaces its part: the store holds each key once.
-    write_part(cache.folder, ["a", "b"], np.ones((2, 2), np.float32), name="part-shard-1.npz")
+    worker = VectorStore(cache.folder, 2)  # what a Dask worker process writes through
+    worker.put_many(["a", "b"], np.ones((2, 2), np.float32))
+    assert "a" in cache and len(cache) == 2
+    # A shard stored again (a rescheduled task) re-points its keys: each key still has one vector.
+    worker.put_many(["a", "b"], np.ones((2, 2), np.float32))
     assert sorted(part_rows(tmp_path)) == ["a", "b"]
 
 
@@ -168,7 +177,7 @@ def test_dask_run_equals_local_run(backend, client, tmp_path: Path) -> None:
     assert max(built.values()) == 1
     # Nothing computed twice into the store.
     rows = part_rows(tmp_path / "cache-dask")
-    assert len(rows) == len(set(rows)) == 24
+    assert len(rows) == len(set(rows)) == 24 == stored_rows(tmp_path / "cache-dask")
 
 
 @pytest.mark.distributed
