@@ -1,4 +1,4 @@
-"""The embedding store: an SQLite key index over append-only memory-mapped float32 segments
+"""The embedding store: an SQLite key index over append-only raw float32 segment files
 (:class:`VectorStore`), and the file digests that let a rerun skip reading unchanged files
 (:class:`FileDigests`). :class:`imgclust.cache.EmbeddingCache` puts them together per extractor."""
 

@@ -1,4 +1,4 @@
-"""Fixed-length float32 vectors by key: an SQLite index over append-only memory-mapped segment files.
+"""Fixed-length float32 vectors by key: an SQLite index over append-only raw float32 segment files.
 
 Layout of a store folder::
 
@@ -8,9 +8,9 @@ Layout of a store folder::
 Why this design (and not LMDB or zarr): SQLite ships with Python (no new dependency, no native
 build), its WAL mode gives many readers and serialised short write transactions across processes
 on one machine, and it survives ``kill -9`` at any instant by construction. The vectors themselves
-stay out of the database, in plain files that NumPy memory-maps, so reading 100,000 vectors out of
-ten million touches only their pages, and the index holds about 60 bytes per key on disk and
-nothing per key in memory. LMDB needs a map size fixed in advance and a compiled package; zarr
+stay out of the database, in plain raw float32 files (memory-mappable by any tool): a lookup reads
+just its rows with positioned reads, so reading 100,000 vectors out of ten million reads only their
+bytes, and the index holds about 50-70 bytes per key on disk and nothing per key in memory. LMDB needs a map size fixed in advance and a compiled package; zarr
 has no key index (we would still need one) and its chunk files are rewritten when appended to.
 
 Write protocol (:meth:`VectorStore.put_many`), one batch:
@@ -50,6 +50,8 @@ SEGMENT_GLOB = "seg-*.f32"
 LOOKUP_CHUNK = 5000
 # Seconds a writer waits for another process's write transaction before giving up.
 BUSY_TIMEOUT = 120.0
+# Rows read per positioned-read pass (a buffer of READ_CHUNK x dim float32 at most).
+READ_CHUNK = 4096
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS segments (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
@@ -65,6 +67,15 @@ def _connect(path: Path) -> sqlite3.Connection:
     # transactions, which then point at nothing (the rows were fsynced first) and are recomputed.
     db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+def _pread_exact(fd: int, view: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            raise OSError(f"unexpected end of file at byte {offset + done}")
+        done += got
 
 
 class VectorStore:
@@ -109,7 +120,6 @@ class VectorStore:
         self._segment: int | None = None
         self._rows = 0
         self._names: dict[int, str] = {}
-        self._maps: dict[int, np.memmap] = {}
 
     def _open_index(self) -> sqlite3.Connection:
         db = _connect(self.folder / INDEX)
@@ -125,7 +135,6 @@ class VectorStore:
         """In a forked child: its own index connection and its own segment (never the parent's). Hold the lock."""
         if self._pid != os.getpid():
             self._pid, self._fd, self._segment, self._rows = os.getpid(), None, None, 0
-            self._maps.clear()
             self._db = self._open_index()
 
     # -- writing ----------------------------------------------------------------------------------
@@ -247,36 +256,47 @@ class VectorStore:
 
     def _segment_rows(self, segment: int) -> int:
         """Whole rows in a segment file now (0 when the file is missing)."""
-        mm = self._maps.get(segment)
         if segment == self._segment:
             return self._rows
         try:
             return (self.folder / self._segment_name(segment)).stat().st_size // self._row_bytes
         except OSError:
-            return 0 if mm is None else len(mm)
+            return 0
 
-    def _map(self, segment: int, needed_rows: int) -> np.memmap:
-        mm = self._maps.get(segment)
-        if mm is not None and len(mm) >= needed_rows:
-            return mm
+    def _read_rows(self, out: np.ndarray, positions: np.ndarray, segment: int, rows: np.ndarray) -> None:
+        """Read ``rows`` (ascending) of one segment into ``out[positions]``: one pread per run of adjacent rows.
+
+        Positioned reads, not a memory map: only the rows asked for are read, and the process holds
+        nothing but ``out`` (a map's touched pages would count in its resident memory too).
+        """
         name = self._segment_name(segment)
-        path = self.folder / name
         try:
-            n_rows = path.stat().st_size // self._row_bytes
+            fd = os.open(self.folder / name, os.O_RDONLY)
         except OSError as exc:
             raise CacheError(f"The embedding store in {self.folder} lost its file {name} ({exc.strerror}). "
                              "Delete that folder; its vectors will be computed again.") from exc
-        if n_rows < needed_rows:
-            raise CacheError(f"The embedding store file {path} is shorter than its index says ({n_rows} rows, "
-                             f"{needed_rows} needed). Delete that folder; its vectors will be computed again.")
-        mm = np.memmap(path, dtype=np.float32, mode="r", shape=(n_rows, self.dim))
-        self._maps[segment] = mm
-        return mm
+        rb = self._row_bytes
+        try:
+            if int(rows[-1]) >= os.fstat(fd).st_size // rb:
+                raise CacheError(f"The embedding store file {self.folder / name} is shorter than its index says. "
+                                 "Delete that folder; its vectors will be computed again.")
+            for s in range(0, len(rows), READ_CHUNK):
+                r, pos = rows[s:s + READ_CHUNK], positions[s:s + READ_CHUNK]
+                direct = bool(pos[-1] - pos[0] == len(pos) - 1 and np.all(np.diff(pos) == 1))
+                buf = out[pos[0]:pos[-1] + 1] if direct else np.empty((len(r), self.dim), dtype=np.float32)
+                view = memoryview(buf.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+                cuts = np.flatnonzero(np.diff(r) != 1) + 1
+                for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(r)], strict=True):
+                    _pread_exact(fd, view[start * rb:stop * rb], int(r[start]) * rb)
+                if not direct:
+                    out[pos] = buf
+        finally:
+            os.close(fd)
 
     def get_many(self, keys: Sequence[str]) -> np.ndarray:
         """Vectors for ``keys`` (all must be present), shape (len(keys), dim), float32, in the order of ``keys``.
 
-        Only the rows asked for are read (from memory-mapped segment files).
+        Only the rows asked for are read, segment by segment in file order.
 
         Raises:
             KeyError: a key is not stored.
@@ -289,12 +309,9 @@ class VectorStore:
         if len(absent):
             raise KeyError(f"{len(absent)} keys are not in the store, e.g. {keys[int(absent[0])]!r}")
         order = np.lexsort((rows, segments))  # segment by segment, rows ascending: sequential reads
-        seg_sorted = segments[order]
-        bounds = np.flatnonzero(np.diff(seg_sorted)) + 1
+        bounds = np.flatnonzero(np.diff(segments[order])) + 1
         for group in np.split(order, bounds):
-            seg = int(segments[group[0]])
-            r = rows[group]
-            out[group] = self._map(seg, int(r.max()) + 1)[r]
+            self._read_rows(out, group, int(segments[group[0]]), rows[group])
         return out
 
     def keys(self) -> list[str]:
@@ -313,7 +330,6 @@ class VectorStore:
             if self._fd is not None and self._pid == os.getpid():
                 os.close(self._fd)
             self._fd = None
-            self._maps.clear()
             self._db.close()
 
     def __del__(self) -> None:
