@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -300,6 +301,20 @@ def test_cli_identity_content_and_second_run_from_cache(tmp_path: Path, image_fo
     assert bad.exit_code == 2 and "'inode' is not one of 'stat', 'content'" in bad.output
 
 
+def _indexed(cache_root: Path) -> int:
+    """Vectors indexed (not only appended) in the stores under ``cache_root``, read while another process writes."""
+    total = 0
+    for index in cache_root.glob("vectors/*/index.sqlite"):
+        db = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=30)
+        try:
+            total += db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        except sqlite3.OperationalError:  # the table is not created yet
+            pass
+        finally:
+            db.close()
+    return total
+
+
 @pytest.mark.slow
 def test_kill_9_mid_extraction_then_rerun_resumes_with_the_same_vectors(tmp_path: Path,
                                                                          cli_env: dict[str, str]) -> None:
@@ -313,9 +328,9 @@ def test_kill_9_mid_extraction_then_rerun_resumes_with_the_same_vectors(tmp_path
     proc = subprocess.Popen([*args, "--out", str(tmp_path / "out1")], env=cli_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while not list(cache_dir.glob("vectors/*/part-*.npz")):
+    while not _indexed(cache_dir):
         assert proc.poll() is None, f"the run ended before it wrote a batch: {proc.stderr.read()!r}"  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "no cache part after 300 s"
+        assert time.monotonic() < deadline, "no batch stored after 300 s"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
