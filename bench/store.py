@@ -125,15 +125,18 @@ DRAW = textwrap.dedent("""
 """)
 
 
-def bench_folder(tmp: Path, n: int, size: int, method: str, ks: list[str]) -> None:
-    images = tmp / "images"
-    t0 = time.perf_counter()
-    half = n // 2
-    drawers = [subprocess.Popen([sys.executable, "-c", DRAW, str(images), str(a), str(b)], env=ENV)
-               for a, b in ((0, half), (half, n))]
-    if any(p.wait() != 0 for p in drawers):
-        raise SystemExit("drawing the images failed")
-    print(f"  drew {n:,} PNG files of 24x24 pixels in {time.perf_counter() - t0:.0f} s")
+def bench_folder(tmp: Path, n: int, size: int, method: str, ks: list[str], images: Path | None = None) -> None:
+    if images is None:
+        images = tmp / "images"
+        t0 = time.perf_counter()
+        half = n // 2
+        drawers = [subprocess.Popen([sys.executable, "-c", DRAW, str(images), str(a), str(b)], env=ENV)
+                   for a, b in ((0, half), (half, n))]
+        if any(p.wait() != 0 for p in drawers):
+            raise SystemExit("drawing the images failed")
+        print(f"  drew {n:,} PNG files of 24x24 pixels in {time.perf_counter() - t0:.0f} s")
+    else:
+        print(f"  the images of {images} (not drawn, not deleted)")
     for k in ks:
         print(f"  --k {k} (a fresh --cache):")
         args = [sys.executable, "-c", "import sys; from imgclust.cli import main\ntry:\n    main()\nfinally:\n    " + PEAK,
@@ -172,6 +175,8 @@ def main() -> None:
                     "on today's code, whose graph is O(n^2) at 200,000)")
     ap.add_argument("--k", default="auto", help="--k of the folder runs; several, comma-separated, run one "
                     "after the other on the same drawn folder (e.g. auto,10)")
+    ap.add_argument("--images", type=Path, default=None, help="use this folder for the folder part instead of "
+                    "drawing --n files (e.g. one kept from an earlier run); it is not deleted")
     ap.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="imgclust-bench-store-", dir=a.tmp))
@@ -183,8 +188,8 @@ def main() -> None:
             print(f"key count: {a.keys:,} keys of dim-8 vectors")
             bench_store(tmp, a.keys, 8, 10_000, 100_000, "keys")
         if a.part in ("folder", "all"):
-            print(f"folder end to end: {a.n:,} files, --features pixels --size {a.size} --k {a.k} --method {a.method}")
-            bench_folder(tmp, a.n, a.size, a.method, a.k.split(","))
+            print(f"folder end to end: {a.n if a.images is None else 'the'} files, --features pixels --size {a.size} --k {a.k} --method {a.method}")
+            bench_folder(tmp, a.n, a.size, a.method, a.k.split(","), a.images)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -133,11 +133,13 @@ def extract(
     row_of = {i: j for j, i in enumerate(todo_idx)}
     filled = np.zeros(len(todo_idx), dtype=bool)
     if cache is not None and todo_idx:
-        present = cache.contains_many([keys[i] for i in todo_idx])
-        hit_rows = np.flatnonzero(present)
-        if len(hit_rows):
-            X_all[hit_rows] = cache.get_many([keys[todo_idx[j]] for j in hit_rows])
-            filled[hit_rows] = True
+        segments, rows = cache.locate([keys[i] for i in todo_idx])
+        hit_rows = np.flatnonzero(segments >= 0)
+        if len(hit_rows) == len(todo_idx):  # all cached: read straight into the result, no second copy
+            cache.read_located(segments, rows, out=X_all)
+        elif len(hit_rows):
+            X_all[hit_rows] = cache.read_located(segments[hit_rows], rows[hit_rows])
+        filled[hit_rows] = True
     n_cached = int(filled.sum())
     missing = [i for i, f in zip(todo_idx, filled, strict=True) if not f]
     total = len(todo_idx)
@@ -164,9 +166,9 @@ def extract(
                 else:
                     good_idx.append(i)
             if good_idx:
-                rows = [row_of[i] for i in good_idx]
-                X_all[rows] = X
-                filled[rows] = True
+                done_rows = [row_of[i] for i in good_idx]
+                X_all[done_rows] = X
+                filled[done_rows] = True
             if cache is not None and good_idx:
                 cache.put_many([keys[i] for i in good_idx], X)
             n_computed += len(good_idx)

@@ -301,17 +301,29 @@ class VectorStore:
         Raises:
             KeyError: a key is not stored.
         """
-        out = np.empty((len(keys), self.dim), dtype=np.float32)
         if not len(keys):
-            return out
+            return np.empty((0, self.dim), dtype=np.float32)
         segments, rows = self.locate(keys)
         absent = np.flatnonzero(segments < 0)
         if len(absent):
             raise KeyError(f"{len(absent)} keys are not in the store, e.g. {keys[int(absent[0])]!r}")
-        order = np.lexsort((rows, segments))  # segment by segment, rows ascending: sequential reads
-        bounds = np.flatnonzero(np.diff(segments[order])) + 1
-        for group in np.split(order, bounds):
-            self._read_rows(out, group, int(segments[group[0]]), rows[group])
+        return self.read_located(segments, rows)
+
+    def read_located(self, segments: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The vectors at ``(segments, rows)`` (from :meth:`locate`, none -1), into ``out`` if given.
+
+        Returns:
+            np.ndarray of shape (len(rows), dim), float32 (``out`` itself when given).
+        """
+        if out is None:
+            out = np.empty((len(rows), self.dim), dtype=np.float32)
+        elif out.shape != (len(rows), self.dim) or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of shape ({len(rows)}, {self.dim})")
+        if len(rows):
+            order = np.lexsort((rows, segments))  # segment by segment, rows ascending: sequential reads
+            bounds = np.flatnonzero(np.diff(segments[order])) + 1
+            for group in np.split(order, bounds):
+                self._read_rows(out, group, int(segments[group[0]]), rows[group])
         return out
 
     def keys(self) -> list[str]:
