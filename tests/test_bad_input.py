@@ -795,7 +795,7 @@ def test_every_numpy_load_refuses_pickles():
 # ---------------------------------------------------------------------------------------------
 # Damaged files of every format: decode never raises (seeded random byte flips and cuts).
 
-KNOWN_STATUSES = {"ok", "not_an_image", "truncated", "too_large", "corrupt", "unreadable", "permission_denied"}
+KNOWN_STATUSES = {"ok", "not_an_image", "unsupported_format", "truncated", "too_large", "corrupt", "unreadable", "permission_denied"}
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "ICO", "PPM"])

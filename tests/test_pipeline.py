@@ -75,7 +75,7 @@ def test_no_usable_image_is_a_clear_error(tmp_path: Path):
     (tmp_path / "in" / "a.jpg").write_text("nope")
     (tmp_path / "in" / "b.png").write_bytes(b"")
     with pytest.raises(InputError, match="None of the 2 files"):
-        imgclust.run(tmp_path / "in", tmp_path / "out", features="pixels", k=2)
+        imgclust.run(tmp_path / "in", tmp_path / "out", features="pixels", k=1)
 
 
 def test_empty_folder_is_a_clear_error(tmp_path: Path):

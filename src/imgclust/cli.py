@@ -76,6 +76,27 @@ class KType(click.ParamType):
         return k
 
 
+def _examples(*lines: str) -> str:
+    """An epilog of example command lines, printed as written (``\\b`` stops click from rewrapping them)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+class AliasedOption(click.Option):
+    """An option that also answers to older names, which work but are left out of --help."""
+
+    def __init__(self, *args: Any, hidden_aliases: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hidden_aliases = set(hidden_aliases)
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        opts = self.opts
+        self.opts = [o for o in opts if o not in self.hidden_aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = opts
+
+
 def _fail(exc: ImgclustError) -> None:
     console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
     sys.exit(exc.exit_code)
@@ -91,7 +112,9 @@ class Group(click.Group):
             _fail(exc)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=_examples("imgclust demo --out demo-out", "imgclust run PHOTOS --out OUT",
+                              "imgclust COMMAND --help"))
 @click.version_option(__version__, prog_name="imgclust")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
@@ -142,14 +165,17 @@ def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
     return cache if cache is not None else True
 
 
-@main.command()
+@main.command(short_help="Cluster a folder of images; write a table and a report.", epilog=_examples(
+    "imgclust run photos --out out                   # k chosen automatically",
+    "imgclust run photos --out out --k 5 --seed 1    # five groups"))
 @click.argument("images_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @features_options
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Local checkpoint for timm:MODEL features (.safetensors or a PyTorch state dict).")
 @click.option("--k", "k", type=KType(), default="auto", show_default=True, help="Number of clusters, or auto.")
-@click.option("--k-range", default="2-30", show_default=True, help="Range searched by --k auto.")
+@click.option("--ks", "--k-range", "k_range", cls=AliasedOption, hidden_aliases=("--k-range",), default="2-30",
+              show_default=True, help="k values tried by --k auto, as LOW-HIGH.")
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Clustering method: spectral (kNN-graph spectral clustering) or kmeans (the original). See docs/methods.md.")
 @seed_labels_cache_options
 @click.option("--identity", type=click.Choice(["stat", "content"]), default="stat", show_default=True,
@@ -194,16 +220,24 @@ def _print_cluster_table(s: dict[str, Any], title: str, name_column: str) -> Non
     names = s.get("cluster_names") or {}
     if names:
         table.add_column(name_column)
+    shown = set(s.get("cluster_ids", range(len(s["cluster_sizes"]))))  # after edits, merged-away numbers are gone
     for c, n in enumerate(s["cluster_sizes"]):
+        if c not in shown:
+            continue
         table.add_row(str(c), str(n), *([escape(names.get(str(c), ""))] if names else []))
     out.print(table)
 
 
 def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     s = summary
-    how = f" (chosen automatically: {s.get('k_reason', '')})" if s.get("k_auto") else ""
+    how = f" (chosen automatically: {escape(str(s.get('k_reason', '')))})" if s.get("k_auto") else ""
     out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images clustered into [bold]{s['k']}[/] groups "
-              f"with {s['features']} + {s['method']}{how}.", highlight=False)
+              f"with {escape(str(s['features']))} + {escape(str(s['method']))}{how}.", highlight=False)
+    others = [c for c in s.get("k_candidates") or [] if isinstance(c, dict) and c.get("k") != s["k"]]
+    if s.get("k_auto") and others:
+        out.print("Other choices (rerun with --k K into the same --out; no clustering again): "
+                  + "; ".join(f"k={c['k']}: {c.get('reason', '')}" for c in others) + ".", highlight=False,
+                  markup=False)
     _print_failed(s)
     if s.get("n_duplicates"):
         out.print(f"{s['n_duplicates']} files are exact copies of another file; see duplicate_of in assignments.csv.",
@@ -217,7 +251,8 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
                   f"NMI {m['nmi']:.3f}, ARI {m['ari']:.3f}", highlight=False)
     where = s.get("backend", {})
     if where.get("name") == "dask" and where.get("n_workers"):
-        out.print(f"Ran on Dask: {where['n_workers']} workers, scheduler {where['scheduler']}.", highlight=False)
+        out.print(f"Ran on Dask: {where['n_workers']} workers, scheduler {escape(str(where['scheduler']))}.",
+                  highlight=False)
     elif where.get("name") == "dask":
         out.print("Nothing ran on Dask: every vector was in the cache and the clustering ran on this machine.",
                   highlight=False)
@@ -228,11 +263,13 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
               + ", report.html)", highlight=False)
 
 
-@main.command()
+@main.command(short_help="Score every k of a range; suggest one.", epilog=_examples(
+    "imgclust sweep photos --out sweep-out --ks 2-30",
+    "imgclust sweep photos --out sweep-out --ks 2,16,64,100,256 --features pixels"))
 @click.argument("images_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @features_options
-@click.option("--ks", "ks", default="2-30", show_default=True, help="k values to try: 2,16,64,100,256 or 2-30.")
+@click.option("--ks", "ks", default="2-30", show_default=True, help="k values to try: LOW-HIGH (2-30) or a list (2,16,64).")
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Clustering method.")
 @seed_labels_cache_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch.")
@@ -280,22 +317,28 @@ def print_sweep(summary: dict[str, Any], rows: list[Any], out_dir: Path) -> None
                   "it rises with k by construction: one image per cluster gives 1.0). acc. Hungarian: one-to-one "
                   "accuracy, clusters matched to labels, shown only where k equals the number of labels.",
                   highlight=False)
-    out.print(f"Suggested k = [bold]{s['k']}[/]: {s['k_reason']}", highlight=False)
+    out.print(f"Suggested k = [bold]{s['k']}[/]: {escape(str(s['k_reason']))}", highlight=False)
     t = s.get("timings", {})
     out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
     out.print(f"Results in {escape(str(out_dir))}/ (sweep.csv, elbow.png, criteria.png, summary.json)",
               highlight=False)
 
 
-@main.command()
+@main.command(short_help="Copy a run's images into one folder per cluster.", epilog=_examples(
+    "imgclust export out --to sorted                         # copies",
+    "imgclust export out --to sorted --mode move --yes       # moves; undo with:",
+    "imgclust export --undo --to sorted"))
 @click.argument("out_dir", type=click.Path(path_type=Path), required=False)
 @click.option("--to", "dest", type=click.Path(path_type=Path), help="Destination folder for the cluster folders.")
-@click.option("--mode", type=click.Choice(["copy", "symlink", "move"]), default="copy", show_default=True)
+@click.option("--mode", type=click.Choice(["copy", "symlink", "move"]), default="copy", show_default=True,
+              help="copy (the originals stay), symlink (links to the originals) or move (needs --yes; undo with --undo).")
 @click.option("--yes", is_flag=True, help="Confirm a move (required with --mode move).")
 @click.option("--undo", "undo", is_flag=True, help="Put back the files a move sent to --to.")
-def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool) -> None:
+@click.option("--replace", is_flag=True,
+              help="When --to holds an earlier export of another grouping, remove the copies or links it made first.")
+def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool, replace: bool) -> None:
     """Put the images of a finished run (OUT_DIR) into one folder per cluster under --to."""
-    from .errors import ParameterError
+    from .errors import OutputError, ParameterError
     from .outputs.export import export as do_export
     from .outputs.export import plan_export, undo_export
 
@@ -303,35 +346,50 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
         raise ParameterError("Name the destination with --to DEST.")
     if undo:
         undone = undo_export(dest)
-        out.print(f"Put back {undone.restored} files moved by an earlier export to {dest}.", highlight=False,
+        where = f" into {undone.images_dir}" if undone.restored and undone.images_dir else ""
+        out.print(f"Put back {undone.restored} files moved by an earlier export to {dest}{where}.", highlight=False,
                   markup=False)
         for kept in undone.kept:
             out.print(f"[yellow]Left in place, nothing overwritten:[/] {escape(kept)}", highlight=False)
+        for refused in undone.refused:
+            out.print(f"[red]Refused:[/] {escape(refused)}", highlight=False)
+        if undone.refused:
+            raise OutputError(f"{len(undone.refused)} entries of the export journal in {dest} failed a check and "
+                              "were not moved (listed above); it may have been edited. Nothing was overwritten.")
         return
     if out_dir is None:
         raise ParameterError("Name the output folder of a run: imgclust export OUT_DIR --to DEST.")
     if mode == "move":
-        actions, missing = plan_export(out_dir, dest)
+        plan = plan_export(out_dir, dest, mode=mode)
         folders: dict[str, int] = {}
-        for a in actions:
+        for a in plan.actions:
             folders[a.folder] = folders.get(a.folder, 0) + 1
-        out.print(f"Plan: move {len(actions)} images out of their folder into {len(folders)} folders under {dest}:",
-                  highlight=False, soft_wrap=True, markup=False)
+        out.print(f"Plan: move {len(plan.actions)} images out of their folder into {len(folders)} folders under "
+                  f"{dest}:", highlight=False, soft_wrap=True, markup=False)
         for f, n in sorted(folders.items()):
             out.print(f"  {dest / f}/  {n} images", highlight=False, soft_wrap=True, markup=False)
+        for line in plan.not_moved:
+            out.print(f"  [yellow]Left where it is:[/] {escape(line)}", highlight=False, soft_wrap=True)
         if not yes:
             raise ParameterError("Moving files needs --yes. Nothing was moved. "
                                  "(Every move is recorded; 'imgclust export --undo --to DEST' puts files back.)")
     with ProgressBars() as bars:
-        rep = do_export(out_dir, dest, mode=mode, progress=bars)
+        rep = do_export(out_dir, dest, mode=mode, replace=replace, progress=bars)
+    if rep.replaced or rep.kept_from_earlier:
+        out.print(f"Removed {rep.replaced} files of the earlier export; kept {len(rep.kept_from_earlier)} that "
+                  "were changed since.", highlight=False, markup=False)
     verb = {"copy": "Copied", "symlink": "Linked", "move": "Moved"}[mode]
     out.print(f"{verb} {rep.done} images into {dest}/ ({rep.skipped_existing} already there).", highlight=False,
               markup=False)
     if rep.missing_sources:
         out.print(f"[yellow]{len(rep.missing_sources)} images no longer exist and were skipped[/].")
+    if rep.not_moved:
+        out.print(f"[yellow]{len(rep.not_moved)} images were left where they are[/] (a link, or a file outside the "
+                  "images folder): see the plan above.", highlight=False)
 
 
-@main.command()
+@main.command(short_help="Rebuild the HTML report of a finished run.", epilog=_examples(
+    "imgclust report out", "imgclust report out --map tsne"))
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--map", "map_method", type=click.Choice(["pca", "tsne", "umap"]), default=None,
               help="Recompute the 2-D map with this method (default: keep the saved PCA map).")
@@ -344,20 +402,30 @@ def report(out_dir: Path, map_method: str | None, cache: Path | None, no_cache: 
 
     with ProgressBars() as bars:
         path = rebuild_report(out_dir, map_method=map_method, cache=_cache_setting(cache, no_cache), progress=bars)
-    out.print(f"Report written to {path}", highlight=False)
+    out.print(f"Report written to {path}", highlight=False, markup=False)
 
 
-@main.command()
+@main.command(short_help="Cluster built-in photos: pixels against the network.", epilog=_examples(
+    "imgclust demo --out demo-out", "imgclust demo --out demo-seed1 --seed 1"))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for the demo.")
-@click.option("--features", "features", multiple=True, help="Extractors to compare (default: pixels and efficientnet-lite0).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--features", "features", multiple=True,
+              help="Extractor to compare; repeat for several (default: pixels and efficientnet-lite0).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seeds the random crops and the clustering: the same seed gives the same images and groups.")
 def demo(out_dir: Path, features: tuple[str, ...], seed: int) -> None:
-    """Cluster a built-in labelled image set (scikit-learn's 1,797 handwritten digits) with both pipelines."""
-    from .demo import DEMO_FEATURES, run_demo
+    """Cluster 300 built-in photo crops with raw pixels and with the network.
+
+    Ten public-domain or CC0 photos ship with imgclust (a cat, a coffee cup, a rocket, ...); the demo cuts 30
+    random crops from each (other place, size, brightness, colour), clusters them into 10 groups with
+    each extractor and scores the groups against the photo each crop came from. Nothing is downloaded.
+    """
+    from .demo import DEMO_FEATURES, demo_photos, run_demo
 
     with ProgressBars() as bars:
         results = run_demo(out_dir, features=features or DEMO_FEATURES, seed=seed, progress=bars)
-    table = Table(title="Handwritten digits, k = 10, scored against the true digit", box=box.SIMPLE)
+    k = len(demo_photos())
+    table = Table(title=f"{k} photos x 30 random crops, k = {k}, scored against the photo of each crop",
+                  box=box.SIMPLE)
     table.add_column("features", no_wrap=True, min_width=18)
     table.add_column("method", no_wrap=True)
     for col in ("acc 1:1", "acc n:1", "NMI", "ARI", "seconds"):
@@ -369,12 +437,23 @@ def demo(out_dir: Path, features: tuple[str, ...], seed: int) -> None:
                       f"{sum(r.summary['timings'].values()):.1f}")
     out.print(table)
     out.print("acc 1:1 = one-to-one accuracy (Hungarian matching); acc n:1 = many-to-one (each cluster's majority "
-              "digit). Raw pixels suit these tiny 8x8 scans; on photos the network is far ahead (see the README).")
+              "photo).", highlight=False)
+    acc = {name: (r.metrics or {}).get("accuracy_hungarian", 0.0) for name, r in results.items()}
+    if "pixels" in acc and len(acc) > 1:
+        best = max((n for n in acc if n != "pixels"), key=lambda n: acc[n])
+        if acc[best] > acc["pixels"]:
+            out.print(f"{best} is ahead of raw pixels by {acc[best] - acc['pixels']:.3f}: a crop keeps the "
+                      "content of its photo while its pixels change, and the network sees the content.",
+                      highlight=False)
+        else:
+            out.print(f"{best} is not ahead of raw pixels here ({acc[best]:.3f} vs {acc['pixels']:.3f}); "
+                      "see the reports to compare the groups.", highlight=False)
     for name, r in results.items():
         out.print(f"{name}: {escape(str(r.out_dir))}/report.html", highlight=False)
 
 
-@main.command("list-features")
+@main.command("list-features", short_help="List the feature extractors and what they need.", epilog=_examples(
+    "imgclust list-features"))
 def list_features_command() -> None:
     """List every feature extractor: vector size, whether it is installed, whether its weights are here."""
     from rich.markup import escape
@@ -392,7 +471,8 @@ def list_features_command() -> None:
     out.print(table)
 
 
-@main.command()
+@main.command(short_help="Sort new images into the clusters of a saved run.", epilog=_examples(
+    "imgclust assign out/model new-photos --out new-out"))
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.argument("images_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
@@ -414,7 +494,8 @@ def assign(model_dir: Path, images_dir: Path, out_dir: Path, weights: Path | Non
         result = assign_images(model_dir, images_dir, out_dir, weights=weights, labels=labels, batch_size=batch_size,
                                cache=_cache_setting(cache, no_cache), progress=bars)
     s = result.summary
-    out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images assigned to the {s['k']} clusters of {result.model.path} "
+    out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images assigned to the {s['k']} clusters of "
+              f"{escape(str(result.model.path))} "
               f"({s['n_outliers']} outliers: farther than {s['outlier_percentile']:g}% of the cluster's members "
               "were at fit time).", highlight=False)
     _print_failed(s)
@@ -424,5 +505,117 @@ def assign(model_dir: Path, images_dir: Path, out_dir: Path, weights: Path | Non
         out.print(f"Against the {s['labels_mode']} labels ({s['n_labels']} classes): "
                   f"accuracy (one-to-one, Hungarian) [bold]{m['accuracy_hungarian']:.3f}[/], NMI {m['nmi']:.3f}",
                   highlight=False)
-    out.print(f"Results in {out_dir}/ (assignments.csv with an outlier column, summary.json"
+    out.print(f"Results in {escape(str(out_dir))}/ (assignments.csv with an outlier column, summary.json"
               + (", confusion.csv" if "metrics" in s else "") + ")", highlight=False)
+
+
+def _pairs(values: tuple[str, ...], what: str) -> list[tuple[str, str]]:
+    from .errors import ParameterError
+
+    out = []
+    for v in values:
+        left, eq, right = v.rpartition("=")
+        if not eq or not left or not right:
+            raise ParameterError(f"{what} takes {'PATH' if what == '--move' else 'CLUSTER'}=VALUE; got '{v}'.")
+        out.append((left, right))
+    return out
+
+
+def _int(value: str, what: str) -> int:
+    from .errors import ParameterError
+
+    try:
+        return int(value)
+    except ValueError:
+        raise ParameterError(f"{what}: '{value}' is not a cluster number.") from None
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--rename", multiple=True, metavar="C=NAME", help="Name cluster C (repeatable).")
+@click.option("--merge", multiple=True, metavar="A,B[,...]", help="Merge clusters into the first one (repeatable).")
+@click.option("--split", multiple=True, metavar="C=N", help="Re-cluster cluster C into N parts with the run's method.")
+@click.option("--move", multiple=True, metavar="PATH=C", help="Move an image (path as in assignments.csv) to "
+              "cluster C, or to one new cluster with PATH=new (repeatable).")
+@click.option("--exclude", multiple=True, metavar="PATH", help="Leave an image out of exports (repeatable).")
+@click.option("--undo", is_flag=True, help="Take back the latest edit (a whole earlier imgclust edit call).")
+@click.option("--redo", is_flag=True, help="Put back the latest edit undone.")
+def edit(out_dir: Path, rename: tuple[str, ...], merge: tuple[str, ...], split: tuple[str, ...],
+         move: tuple[str, ...], exclude: tuple[str, ...], undo: bool, redo: bool) -> None:
+    """Correct the clusters of a finished run (OUT_DIR/edits.jsonl); export, report and assign follow.
+
+    Without options, shows the clusters as edited so far. All the edits of one call are checked
+    first and recorded together (undone together); an unknown cluster or path writes nothing.
+    """
+    from . import edits as journal_edits
+    from .errors import ParameterError
+    from .outputs.report import write_report
+    from .pipeline import figure_cache
+
+    changes = bool(rename or merge or split or move or exclude)
+    if undo + redo + changes > 1:
+        raise ParameterError("Give edits, or --undo, or --redo: one at a time.")
+    if undo or redo:
+        journal = journal_edits.Journal(out_dir)
+        edited = journal.undo(source="cli") if undo else journal.redo(source="cli")
+        journal_edits.write_summary_entry(out_dir, edited)
+    elif changes:
+        merges = [[_int(c.strip(), "--merge") for c in m.split(",")] for m in merge]
+        edited = journal_edits.edit(
+            out_dir, rename={_int(c, "--rename"): n for c, n in _pairs(rename, "--rename")}, merge=merges,
+            split={_int(c, "--split"): _int(n, "--split") for c, n in _pairs(split, "--split")},
+            move={p: (c if c == "new" else _int(c, "--move")) for p, c in _pairs(move, "--move")},
+            exclude=list(exclude), source="cli")
+    else:
+        edited = journal_edits.load(out_dir)
+    if undo or redo or changes:
+        write_report(out_dir, figure_cache=figure_cache(True))
+    table = Table(title=f"Clusters after {edited.n_edits} edits", show_edge=False)
+    for col in ("cluster", "images", "name"):
+        table.add_column(col, justify="right" if col != "name" else "left")
+    for c, n in edited.sizes.items():
+        table.add_row(str(c), str(n), escape(edited.names.get(c, "")))
+    out.print(table)
+    if edited.n_excluded:
+        out.print(f"{edited.n_excluded} images excluded (never exported).", highlight=False)
+    out.print(f"Recorded in {escape(str(out_dir))}/edits.jsonl; imgclust export, report and assign use them.",
+              highlight=False)
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1, this machine only). "
+              "Anything else lets other machines on that network reach the page (with the token).")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=0, show_default=True,
+              help="Port (0: a free one).")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser; just print the address.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Embedding cache folder, read when a split needs the vectors (default: as for run).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
+def review(out_dir: Path, host: str | None, port: int, no_browser: bool, cache: Path | None, no_cache: bool) -> None:
+    """Look at and correct the clusters of a finished run (OUT_DIR) in a local web page."""
+    from .review.server import LOOPBACK, ReviewServer
+
+    if host is not None and host not in LOOPBACK:
+        console.print(f"[bold yellow]Warning:[/] listening on {escape(host)}: other machines that can reach it "
+                      "can open the page with the address below (it holds the token).", highlight=False)
+    server = ReviewServer(out_dir, host=host or "127.0.0.1", port=port, cache=_cache_setting(cache, no_cache))
+    out.print(f"Review {out_dir} at {server.url}", highlight=False, markup=False)
+    out.print("Press Ctrl-C to stop.", highlight=False)
+    if not no_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    if server.app.version:  # something changed: the report shows the edited clusters too
+        from .outputs.report import write_report
+        from .pipeline import figure_cache
+
+        write_report(out_dir, figure_cache=figure_cache(True))
+    out.print(f"Stopped. {server.journal.edited.n_edits} edits in {escape(str(out_dir))}/edits.jsonl"
+              + ("; report.html rebuilt." if server.app.version else "."), highlight=False)

