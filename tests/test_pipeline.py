@@ -21,7 +21,8 @@ def test_end_to_end_output_contract(image_folder: Path, tmp_path: Path, features
     out = tmp_path / "out"
     r = imgclust.run(image_folder, out, features=features, k=3, seed=0, cache=tmp_path / "cache")
     rows = read_rows(out)
-    assert list(rows[0].keys()) == ["path", "cluster", "distance", "status", "error", "duplicate_of", "label"]
+    assert list(rows[0].keys()) == ["path", "cluster", "distance", "status", "error", "duplicate_of",
+                                    "near_duplicate_group", "outlier_score", "outlier", "quality", "label"]
     assert len(rows) == 19
     broken = next(row for row in rows if row["path"] == "red/broken.jpg")
     assert broken["cluster"] == "" and broken["status"] == "not_an_image" and broken["error"]

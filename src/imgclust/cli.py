@@ -189,21 +189,47 @@ def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="With --backend dask and no --scheduler: start this many local worker processes "
                    "(default: one per core).")
+@click.option("--near-duplicates", "near_duplicates", type=click.Choice(["auto", "embedding", "phash", "off"]),
+              default="auto", show_default=True,
+              help="How near-duplicates are found: the network's vectors (auto for network features), perceptual "
+                   "hashes (pixel-level copies; auto for pixels, histograms, HOG), or not at all. See docs/clean.md.")
+@click.option("--near-duplicate-threshold", type=float, default=None,
+              help="Similarity (cosine scale) from which two images are near-duplicates (default: 0.80 for "
+                   "embedding, 0.75 = 8 of 64 hash bits for phash).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run(images_dir: Path, out_dir: Path, features: str, size: int | None, weights: Path | None, k: int | None,
         k_range: str, method: str, seed: int, labels: str, cache: Path | None, no_cache: bool, identity: str,
-        batch_size: int, backend: str, scheduler: str | None, workers: int | None, quiet: bool) -> None:
+        batch_size: int, backend: str, scheduler: str | None, workers: int | None, near_duplicates: str,
+        near_duplicate_threshold: float | None, quiet: bool) -> None:
     """Cluster the images under IMAGES_DIR and write the results to --out."""
     from .backends import get_backend
     from .pipeline import run as run_pipeline
 
     config = RunConfig(features=features, feature_options=feature_options(size, weights, features), k=k,
                        k_range=parse_k_range(k_range), method=method, seed=seed, labels=labels, batch_size=batch_size,
-                       identity=identity)
+                       identity=identity, clean_options=clean_options(near_duplicates, near_duplicate_threshold))
     with get_backend(backend, scheduler=scheduler, workers=workers) as where, ProgressBars(enabled=not quiet) as bars:
         result = run_pipeline(images_dir, out_dir, config, cache=_cache_setting(cache, no_cache), progress=bars,
                               backend=where)
     print_run_summary(result.summary, out_dir)
+
+
+def clean_options(near_duplicates: str, threshold: float | None) -> dict[str, Any]:
+    """RunConfig.clean_options from the run command's options (only what differs from the defaults)."""
+    options: dict[str, Any] = {} if near_duplicates == "auto" else {"near_duplicates": near_duplicates}
+    if threshold is not None:
+        options["near_duplicate_threshold"] = threshold
+    return options
+
+
+def _print_clean(s: dict[str, Any]) -> None:
+    near, outliers, counts = s.get("near_duplicates"), s.get("outliers"), s.get("quality_counts")
+    if near is None or outliers is None or counts is None:
+        return
+    flagged = ", ".join(f"{n} {f.replace('_', ' ')}" for f, n in counts.items() if n) or "none"
+    out.print(f"Clean: {near['n_groups']} near-duplicate groups ({near['n_extra']} images beyond one per group; "
+              f"duplicates.csv), {outliers['n_outliers']} outliers, quality flags: {flagged} "
+              "(columns near_duplicate_group, outlier, quality in assignments.csv).", highlight=False)
 
 
 def _print_failed(s: dict[str, Any]) -> None:
@@ -242,6 +268,7 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     if s.get("n_duplicates"):
         out.print(f"{s['n_duplicates']} files are exact copies of another file; see duplicate_of in assignments.csv.",
                   highlight=False)
+    _print_clean(s)
     _print_cluster_table(s, "Cluster sizes", "suggested name")
     if "metrics" in s:
         m = s["metrics"]
@@ -336,7 +363,14 @@ def print_sweep(summary: dict[str, Any], rows: list[Any], out_dir: Path) -> None
 @click.option("--undo", "undo", is_flag=True, help="Put back the files a move sent to --to.")
 @click.option("--replace", is_flag=True,
               help="When --to holds an earlier export of another grouping, remove the copies or links it made first.")
-def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool, replace: bool) -> None:
+@click.option("--one-per-duplicate-group", "one_per_group", type=click.Choice(["largest", "sharpest"]), default=None,
+              is_flag=False, flag_value="largest",
+              help="Export one image per near-duplicate group (duplicates.csv): the largest (most pixels; the "
+                   "default) or the sharpest.")
+@click.option("--outliers-to", "outliers_to", default=None, metavar="NAME",
+              help="Put the images marked as outliers into the folder DEST/NAME instead of their cluster's folder.")
+def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool, replace: bool,
+           one_per_group: str | None, outliers_to: str | None) -> None:
     """Put the images of a finished run (OUT_DIR) into one folder per cluster under --to."""
     from .errors import OutputError, ParameterError
     from .outputs.export import export as do_export
@@ -360,7 +394,7 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
     if out_dir is None:
         raise ParameterError("Name the output folder of a run: imgclust export OUT_DIR --to DEST.")
     if mode == "move":
-        plan = plan_export(out_dir, dest, mode=mode)
+        plan = plan_export(out_dir, dest, mode=mode, one_per_duplicate_group=one_per_group, outliers_to=outliers_to)
         folders: dict[str, int] = {}
         for a in plan.actions:
             folders[a.folder] = folders.get(a.folder, 0) + 1
@@ -374,7 +408,8 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
             raise ParameterError("Moving files needs --yes. Nothing was moved. "
                                  "(Every move is recorded; 'imgclust export --undo --to DEST' puts files back.)")
     with ProgressBars() as bars:
-        rep = do_export(out_dir, dest, mode=mode, replace=replace, progress=bars)
+        rep = do_export(out_dir, dest, mode=mode, replace=replace, progress=bars, one_per_duplicate_group=one_per_group,
+                        outliers_to=outliers_to)
     if rep.replaced or rep.kept_from_earlier:
         out.print(f"Removed {rep.replaced} files of the earlier export; kept {len(rep.kept_from_earlier)} that "
                   "were changed since.", highlight=False, markup=False)
@@ -386,6 +421,13 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
     if rep.not_moved:
         out.print(f"[yellow]{len(rep.not_moved)} images were left where they are[/] (a link, or a file outside the "
                   "images folder): see the plan above.", highlight=False)
+    if one_per_group:
+        out.print(f"One image per near-duplicate group: the {one_per_group} one "
+                  f"({'most pixels' if one_per_group == 'largest' else 'highest sharpness'}); see duplicates.csv.",
+                  highlight=False)
+    if outliers_to:
+        out.print(f"Images marked as outliers went into the folder {outliers_to} (see the outlier column).",
+                  highlight=False, markup=False)
 
 
 @main.command(short_help="Rebuild the HTML report of a finished run.", epilog=_examples(
@@ -450,6 +492,37 @@ def demo(out_dir: Path, features: tuple[str, ...], seed: int) -> None:
                       "see the reports to compare the groups.", highlight=False)
     for name, r in results.items():
         out.print(f"{name}: {escape(str(r.out_dir))}/report.html", highlight=False)
+
+
+@main.command(short_help="Find the images of a run most like some query images.", epilog=_examples(
+    "imgclust similar out new/cat.jpg", "imgclust similar out a.jpg b.png --top 10 --json"))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.argument("queries", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="QUERY_IMAGE...")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Matches per query image.")
+@click.option("--json", "as_json", is_flag=True, help="Print the matches as JSON (one object per query).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Embedding cache folder holding the run's vectors (default: as for run).")
+@click.option("--no-cache", is_flag=True,
+              help="Do not read or write the embedding cache (the run's vectors are computed again).")
+def similar(out_dir: Path, queries: tuple[Path, ...], top: int, as_json: bool, cache: Path | None,
+            no_cache: bool) -> None:
+    """The images of a finished run (OUT_DIR) that look most like each QUERY_IMAGE."""
+    import json
+
+    from .clean.similar import similar as find_similar
+
+    with ProgressBars(enabled=not as_json) as bars:
+        results = find_similar(out_dir, queries, top=top, cache=_cache_setting(cache, no_cache), progress=bars)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    for r in results:
+        table = Table(title=f"Most like {escape(r.query)}", show_edge=False)
+        for col, justify in (("#", "right"), ("image", "left"), ("cluster", "right"), ("similarity", "right")):
+            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        for i, m in enumerate(r.matches, 1):
+            table.add_row(str(i), escape(m.path), str(m.cluster), f"{m.similarity:.3f}")
+        out.print(table)
 
 
 @main.command("list-features", short_help="List the feature extractors and what they need.", epilog=_examples(
@@ -530,7 +603,10 @@ def _int(value: str, what: str) -> int:
         raise ParameterError(f"{what}: '{value}' is not a cluster number.") from None
 
 
-@main.command()
+@main.command(short_help="Rename, merge, split, move or exclude; no browser.", epilog=_examples(
+    "imgclust edit OUT --rename 3=beach --merge 4,7",
+    "imgclust edit OUT --move cats/12.jpg=2 --exclude junk/x.jpg",
+    "imgclust edit OUT --undo"))
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--rename", multiple=True, metavar="C=NAME", help="Name cluster C (repeatable).")
 @click.option("--merge", multiple=True, metavar="A,B[,...]", help="Merge clusters into the first one (repeatable).")
@@ -582,7 +658,8 @@ def edit(out_dir: Path, rename: tuple[str, ...], merge: tuple[str, ...], split: 
               highlight=False)
 
 
-@main.command()
+@main.command(short_help="Review and correct the clusters in a browser.", epilog=_examples(
+    "imgclust review OUT", "imgclust review OUT --no-browser --port 8765"))
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1, this machine only). "
               "Anything else lets other machines on that network reach the page (with the token).")

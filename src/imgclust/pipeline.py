@@ -23,6 +23,7 @@ from ._paths import inside_images
 from .backends import Backend
 from .backends.local import LocalBackend
 from .cache import EmbeddingCache, default_cache_dir
+from .clean.stage import DUPLICATES_COLUMNS, DUPLICATES_CSV, CleanResult, clean_settings
 from .cluster import ClusterResult, get_clusterer, validate_k
 from .cluster.choose_k import SWEEP_COLUMNS, KPick, Sweep, pick_k, result_from_labels, score_sweep, sweep_k
 from .config import RunConfig
@@ -85,6 +86,7 @@ class Features:
     label_mode: str
     n_computed: int
     n_cached: int
+    stats: np.ndarray | None = None  # quality measurements taken while decoding (imgclust.clean.quality)
 
     @property
     def usable(self) -> list[ImageRecord]:
@@ -214,7 +216,8 @@ def load_features(images_dir: str | os.PathLike[str], config: RunConfig, *, cach
         raise InputError(f"None of the {len(records)} files under {images_dir} is a usable image "
                          f"({', '.join(f'{n} {s}' for s, n in reasons.most_common())}). See assignments.csv "
                          "of a run with at least one good image for each file's reason.")
-    return Features(images_dir.resolve(), ex.records, ex.X, extractor, label_mode, ex.n_computed, ex.n_cached)
+    return Features(images_dir.resolve(), ex.records, ex.X, extractor, label_mode, ex.n_computed, ex.n_cached,
+                    ex.stats)
 
 
 def check_cache_dir(images_dir: Path, cache: CacheSetting) -> None:
@@ -265,6 +268,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
         raise InputError(f"The images folder {images_dir} does not exist or is not a folder.")
     check_out_dir(images_dir, out_dir)
     get_clusterer(config.method)  # an unknown method fails now, not after extraction
+    clean_settings(config.clean_options)
     timer = Timer()
     backend = backend or LocalBackend()
     feats = load_features(images_dir, config, cache=cache, exclude=[out_dir], timer=timer, progress=progress,
@@ -273,6 +277,8 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
         validate_k(config.k, len(feats.X))  # before anything is written to out_dir
     with timer.stage("duplicates"):
         dups = find_duplicates(feats.usable, digests=open_digests(cache))
+    with timer.stage("clean"):
+        cleaned = clean_checks(feats, config, cache, progress)
     claim_out_dir(out_dir, "This folder holds the outputs of an imgclust run.\n")
 
     k_info: dict[str, Any] = {"k_auto": False}
@@ -309,10 +315,12 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
         summary = _summary(feats, config, result, metrics, timer, k_info, out_dir)
         summary["backend"] = backend.describe()
         summary["n_duplicates"], summary["duplicates"] = dups.n_duplicates, dups.groups
+        summary.update(cleaned.summary())
         rows = assignments_table(feats.records, result.labels, result.distances, with_labels=labels_true is not None,
-                                 extra={"duplicate_of": dups.duplicate_of})
+                                 extra={"duplicate_of": dups.duplicate_of, **cleaned.columns()})
         retire_edits(out_dir)  # an earlier run's corrections do not apply to this clustering
         write_csv(out_dir / ASSIGNMENTS, rows)
+        write_csv(out_dir / DUPLICATES_CSV, cleaned.duplicate_rows(feats.usable), DUPLICATES_COLUMNS)
         if labels_true is not None:
             conf = confusion(labels_true, result.labels)
             write_confusion(out_dir / CONFUSION, conf, conf.hungarian_mapping())
@@ -329,6 +337,17 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
     write_summary(out_dir / SUMMARY, summary)
     write_report(out_dir, figure_cache=figure_cache(cache))
     return RunResult(out_dir, config, feats, result, metrics, summary)
+
+
+def clean_checks(feats: Features, config: RunConfig, cache: CacheSetting = True,
+                 progress: Progress | None = None) -> CleanResult:
+    """Quality flags, near-duplicate groups and outlier scores of the usable images (see :mod:`imgclust.clean`)."""
+    from .clean.stage import measure, open_stats_cache, run_checks
+
+    draft = feats.extractor.draft_size
+    stats, _ = measure(feats.usable, feats.stats, draft_size=draft, cache=open_stats_cache(cache_root(cache), draft),
+                       identity=config.identity, progress=progress)
+    return run_checks(feats.X, stats, config.clean_options, features=config.features, seed=config.seed)
 
 
 @holds_out_lock.without_cleanup

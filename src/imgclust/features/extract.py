@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cache import EmbeddingCache, file_keys
-from ..io.decode import DEFAULT_MAX_PIXELS, decode, shared_budget
+from ..io.decode import DEFAULT_MAX_PIXELS, Decoded, decode, shared_budget
 from ..io.discover import ImageRecord
 from .base import Extractor
 
@@ -27,6 +27,7 @@ class Prepared:
     array: np.ndarray | None
     status: str = "ok"
     error: str = ""
+    stats: np.ndarray | None = None  # quality measurements (imgclust.clean.quality.image_stats)
 
 
 def prepare_one(extractor: Extractor, record: ImageRecord, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
@@ -42,13 +43,26 @@ def prepare_one(extractor: Extractor, record: ImageRecord, max_pixels: int = DEF
         if decoded.image is None:
             return Prepared(None, decoded.status, decoded.error)
         try:
-            return Prepared(extractor.prepare(decoded.image))
+            return Prepared(extractor.prepare(decoded.image), stats=_quality_stats(decoded))
         except (ValueError, OSError, MemoryError) as exc:
             return Prepared(None, "corrupt", f"Could not resize the image: {exc}.")
     finally:
         reserved = decoded.reserved
         del decoded  # the full-size image goes now, then its bytes go back to the budget
         budget.release(reserved)
+
+
+def _quality_stats(decoded: Decoded) -> np.ndarray | None:
+    """Quality measurements of the pixels just decoded (so the file is not read again for them)."""
+    from ..clean.quality import image_stats
+
+    if decoded.image is None:
+        return None
+    try:
+        return image_stats(decoded.image, decoded.original_size)
+    except (ValueError, OSError, MemoryError) as exc:  # never fail a good image over its quality
+        log.warning("Could not measure the quality of an image: %s", exc)
+        return None
 
 
 def embed_shard(extractor: Extractor, records: Sequence[ImageRecord], *, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -92,12 +106,16 @@ class Extraction:
             in the order of ``records``.
         records: every record, with the status of those that failed to decode updated.
         n_computed: vectors computed in this call; n_cached: vectors read from the cache.
+        stats: np.ndarray of shape (n_usable, N_STATS), float32: the quality measurements of the images
+            decoded in this call (see :mod:`imgclust.clean.quality`); NaN rows for vectors read from the
+            cache (their files were not decoded). None when no backend measured them.
     """
 
     X: np.ndarray
     records: list[ImageRecord]
     n_computed: int = 0
     n_cached: int = 0
+    stats: np.ndarray | None = None
 
     @property
     def usable(self) -> list[ImageRecord]:
@@ -141,6 +159,7 @@ def extract(
     # One array for every vector (row j belongs to records[todo_idx[j]]), never one object per image.
     dim = extractor.dim
     X_all = np.empty((len(todo_idx), dim), dtype=np.float32)
+    stats: dict[int, np.ndarray] = {}  # image statistics of the images decoded now (cached ones have none)
     row_of = {i: j for j, i in enumerate(todo_idx)}
     filled = np.zeros(len(todo_idx), dtype=bool)
     if cache is not None and todo_idx:
@@ -176,6 +195,8 @@ def extract(
                     records[i] = records[i].failed(p.status, p.error)
                 else:
                     good_idx.append(i)
+                    if p.stats is not None:
+                        stats[i] = p.stats
             if good_idx:
                 done_rows = [row_of[i] for i in good_idx]
                 X_all[done_rows] = X
@@ -188,4 +209,18 @@ def extract(
                 progress("extract", done, total)
 
     X_out = X_all if filled.all() else X_all[filled]
-    return Extraction(X=X_out, records=records, n_computed=n_computed, n_cached=n_cached)
+    usable = [i for i, f in zip(todo_idx, filled, strict=True) if f]
+    return Extraction(X=X_out, records=records, n_computed=n_computed, n_cached=n_cached,
+                      stats=_stack_stats(stats, usable))
+
+
+def _stack_stats(stats: dict[int, np.ndarray], usable: list[int]) -> np.ndarray:
+    from ..clean.quality import N_STATS
+
+    out = np.full((len(usable), N_STATS), np.nan, dtype=np.float32)
+    for row, i in enumerate(usable):
+        if i in stats:
+            out[row] = stats[i]
+    return out
+
+

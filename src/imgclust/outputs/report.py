@@ -503,11 +503,14 @@ def write_report(out_dir: str | os.PathLike[str], *, max_thumbs: int = MAX_THUMB
     k_choice = k_choice_view(out_dir, summary, k, figures)
 
     failed = [r for r in rows if r.get("status") != "ok"]
+    from .report_clean import clean_view
+
+    clean = clean_view(out_dir, ok, summary, thumbnail_data_uri)
     html = _environment().get_template("report.html.j2").render(
         s=summary, k=k, n_ok=len(ok), clusters=clusters, evaluation=evaluation, plots=plots, sweep=sweep,
         k_choice=k_choice,
         failed=failed[:MAX_FAILED_LISTED], n_failed=len(failed), n_near=n_near, n_far=n_far,
-        map_title=MAP_TITLES.get(str(data["map_method"]), "") if data is not None else "",
+        map_title=MAP_TITLES.get(str(data["map_method"]), "") if data is not None else "", clean=clean,
         edits=summary_entry(edited) if edited.n_edits else None,
     )
     return atomic_write_text(out_dir / REPORT, html)
