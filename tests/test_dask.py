@@ -69,10 +69,15 @@ def same_outputs(a: Path, b: Path) -> None:
             assert p.read_bytes() == q.read_bytes(), p.relative_to(a)
 
 
+def _vector_stores(cache_root: Path) -> list[Path]:
+    """The meta.json of each extractor's store under ``cache_root`` (not the quality measurements' store)."""
+    return [m for m in cache_root.glob("vectors/*/meta.json") if not m.parent.name.startswith("quality-")]
+
+
 def part_rows(cache_root: Path) -> list[str]:
-    """Every key indexed in the embedding stores under ``cache_root``."""
+    """Every key indexed in the extractors' embedding stores under ``cache_root``."""
     keys: list[str] = []
-    for meta in cache_root.glob("vectors/*/meta.json"):
+    for meta in _vector_stores(cache_root):
         info = json.loads(meta.read_text())
         keys.extend(EmbeddingCache(cache_root, info["cache_id"], info["dim"]).keys())
     return keys
@@ -81,7 +86,7 @@ def part_rows(cache_root: Path) -> list[str]:
 def stored_rows(cache_root: Path) -> int:
     """Rows in every segment file under ``cache_root``, indexed or not: what was computed and written."""
     total = 0
-    for meta in cache_root.glob("vectors/*/meta.json"):
+    for meta in _vector_stores(cache_root):
         info = json.loads(meta.read_text())
         total += EmbeddingCache(cache_root, info["cache_id"], info["dim"]).segment_rows()
     return total
