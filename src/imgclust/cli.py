@@ -284,8 +284,12 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
                   f"accuracy (one-to-one, Hungarian) [bold]{m['accuracy_hungarian']:.3f}[/], "
                   f"accuracy (many-to-one, majority) {m['accuracy_majority']:.3f}, "
                   f"NMI {m['nmi']:.3f}, ARI {m['ari']:.3f}", highlight=False)
-    if s.get("backend", {}).get("name") == "dask":
-        out.print(f"Ran on Dask: {s['backend']['n_workers']} workers, scheduler {escape(str(s['backend']['scheduler']))}.",
+    where = s.get("backend", {})
+    if where.get("name") == "dask" and where.get("n_workers"):
+        out.print(f"Ran on Dask: {where['n_workers']} workers, scheduler {escape(str(where['scheduler']))}.",
+                  highlight=False)
+    elif where.get("name") == "dask":
+        out.print("Nothing ran on Dask: every vector was in the cache and the clustering ran on this machine.",
                   highlight=False)
     t = s.get("timings", {})
     out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)

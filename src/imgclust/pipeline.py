@@ -48,6 +48,7 @@ from .outputs.tables import (
     write_csv,
     write_summary,
 )
+from .store import FileDigests
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,12 @@ def open_cache(cache: CacheSetting, extractor: Extractor) -> EmbeddingCache | No
     """The embedding cache for ``extractor``: True/None -> the default folder, False -> none, a path -> there."""
     root = cache_root(cache)
     return None if root is None else EmbeddingCache(root, extractor.cache_id(), extractor.dim, extractor.name)
+
+
+def open_digests(cache: CacheSetting) -> FileDigests | None:
+    """The remembered content digests of files (so a rerun reads no unchanged file), or None without a cache."""
+    root = cache_root(cache)
+    return None if root is None else FileDigests(root)
 
 
 def cache_root(cache: CacheSetting) -> Path | None:
@@ -269,7 +276,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
     if config.k is not None:
         validate_k(config.k, len(feats.X))  # before anything is written to out_dir
     with timer.stage("duplicates"):
-        dups = find_duplicates(feats.usable)
+        dups = find_duplicates(feats.usable, digests=open_digests(cache))
     with timer.stage("clean"):
         cleaned = clean_checks(feats, config, cache, progress)
     claim_out_dir(out_dir, "This folder holds the outputs of an imgclust run.\n")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cache import EmbeddingCache, file_key
+from ..cache import EmbeddingCache, file_keys
 from ..errors import ParameterError
 from ..io.decode import decode
 from ..io.discover import ImageRecord
@@ -110,15 +110,16 @@ def measure(usable: Sequence[ImageRecord], decoded_stats: np.ndarray | None, *, 
     known = np.asarray(~np.isnan(S).any(axis=1), dtype=bool)
     keys: list[str | None] = [None] * n
     if cache is not None:
-        for i, r in enumerate(usable):
-            try:
-                keys[i] = file_key(r, identity)
-            except OSError:
-                keys[i] = None
-        fresh = [i for i in np.flatnonzero(known) if keys[i] is not None and keys[i] not in cache]
+        # One batched lookup; content digests come from the cache's remembered ones (no file re-read).
+        digests = cache.digests if identity == "content" else None
+        keys = [k if isinstance(k, str) else None for k in file_keys(usable, identity, digests)]
+        present = np.zeros(n, dtype=bool)
+        with_key = [i for i in range(n) if keys[i] is not None]
+        present[with_key] = cache.contains_many([k for k in keys if k is not None])
+        fresh = [i for i in np.flatnonzero(known) if keys[i] is not None and not present[i]]
         if fresh:
             cache.put_many([keys[i] for i in fresh], S[fresh])  # type: ignore[misc]
-        hits = [i for i in np.flatnonzero(~known) if keys[i] is not None and keys[i] in cache]
+        hits = [i for i in np.flatnonzero(~known) if present[i]]
         if hits:
             S[hits] = cache.get_many([keys[i] for i in hits])  # type: ignore[misc]
             known[hits] = True

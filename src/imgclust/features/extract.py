@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cache import EmbeddingCache, file_key
+from ..cache import EmbeddingCache, file_keys
 from ..io.decode import DEFAULT_MAX_PIXELS, Decoded, decode, shared_budget
 from ..io.discover import ImageRecord
 from .base import Extractor
@@ -148,21 +148,30 @@ def extract(
     """
     records = list(records)
     todo_idx = [i for i, r in enumerate(records) if r.ok]
+    digests = cache.digests if cache is not None and identity == "content" else None
     keys: dict[int, str] = {}
-    for i in todo_idx:
-        try:
-            keys[i] = file_key(records[i], identity)
-        except OSError as exc:
-            records[i] = records[i].failed("unreadable", f"Cannot read the file: {exc.strerror or exc}.")
+    for i, key in zip(todo_idx, file_keys([records[i] for i in todo_idx], identity, digests), strict=True):
+        if isinstance(key, OSError):
+            records[i] = records[i].failed("unreadable", f"Cannot read the file: {key.strerror or key}.")
+        else:
+            keys[i] = key
     todo_idx = [i for i in todo_idx if i in keys]
-    vectors: dict[int, np.ndarray] = {}
-    stats: dict[int, np.ndarray] = {}
-    hits = [i for i in todo_idx if keys[i] in cache] if cache is not None else []
-    if cache is not None and hits:
-        for i, row in zip(hits, cache.get_many([keys[i] for i in hits]), strict=True):
-            vectors[i] = row
-    n_cached = len(hits)
-    missing = [i for i in todo_idx if i not in vectors]
+    # One array for every vector (row j belongs to records[todo_idx[j]]), never one object per image.
+    dim = extractor.dim
+    X_all = np.empty((len(todo_idx), dim), dtype=np.float32)
+    stats: dict[int, np.ndarray] = {}  # image statistics of the images decoded now (cached ones have none)
+    row_of = {i: j for j, i in enumerate(todo_idx)}
+    filled = np.zeros(len(todo_idx), dtype=bool)
+    if cache is not None and todo_idx:
+        segments, rows = cache.locate([keys[i] for i in todo_idx])
+        hit_rows = np.flatnonzero(segments >= 0)
+        if len(hit_rows) == len(todo_idx):  # all cached: read straight into the result, no second copy
+            cache.read_located(segments, rows, out=X_all)
+        elif len(hit_rows):
+            X_all[hit_rows] = cache.read_located(segments[hit_rows], rows[hit_rows])
+        filled[hit_rows] = True
+    n_cached = int(filled.sum())
+    missing = [i for i, f in zip(todo_idx, filled, strict=True) if not f]
     total = len(todo_idx)
     done = n_cached
     if progress:
@@ -188,8 +197,10 @@ def extract(
                     good_idx.append(i)
                     if p.stats is not None:
                         stats[i] = p.stats
-            for i, row in zip(good_idx, X, strict=True):
-                vectors[i] = row
+            if good_idx:
+                done_rows = [row_of[i] for i in good_idx]
+                X_all[done_rows] = X
+                filled[done_rows] = True
             if cache is not None and good_idx:
                 cache.put_many([keys[i] for i in good_idx], X)
             n_computed += len(good_idx)
@@ -197,10 +208,9 @@ def extract(
             if progress:
                 progress("extract", done, total)
 
-    usable = [i for i in range(len(records)) if records[i].ok]
-    dim = extractor.dim
-    X_all = np.stack([vectors[i] for i in usable]).astype(np.float32) if usable else np.zeros((0, dim), np.float32)
-    return Extraction(X=X_all, records=records, n_computed=n_computed, n_cached=n_cached,
+    X_out = X_all if filled.all() else X_all[filled]
+    usable = [i for i, f in zip(todo_idx, filled, strict=True) if f]
+    return Extraction(X=X_out, records=records, n_computed=n_computed, n_cached=n_cached,
                       stats=_stack_stats(stats, usable))
 
 
