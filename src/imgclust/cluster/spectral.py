@@ -30,44 +30,24 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
+from ..neighbors import knn, unit_rows
 from .base import ClustererSpec, ClusterResult, register_clusterer
 from .kmeans import fit_kmeans
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NEIGHBORS = 10
-# Similarity blocks of at most this many entries (float32), so memory stays bounded for large n.
-_BLOCK_ENTRIES = 1 << 25
 # Below this many samples a dense eigendecomposition is simpler and just as fast.
 _DENSE_BELOW = 500
 
 
-def _unit_rows(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, 1e-12)
-
-
 def knn_cosine(Z: np.ndarray, n_neighbors: int) -> np.ndarray:
-    """Indices of the ``n_neighbors`` most similar other rows of unit-norm ``Z``.
-
-    Args:
-        Z: np.ndarray of shape (n_samples, n_features), float32, rows of unit length.
-        n_neighbors: neighbours per row, 1 <= n_neighbors < n_samples.
+    """Indices of the ``n_neighbors`` most similar other rows of unit-norm ``Z`` (exact search).
 
     Returns:
-        np.ndarray of shape (n_samples, n_neighbors), int64, most similar first (exact search).
+        np.ndarray of shape (n_samples, n_neighbors), int64, most similar first.
     """
-    n = len(Z)
-    block = max(1, _BLOCK_ENTRIES // n)
-    out = np.empty((n, n_neighbors), dtype=np.int64)
-    for start in range(0, n, block):
-        S = Z[start:start + block] @ Z.T
-        rows = np.arange(len(S))
-        S[rows, start + rows] = -np.inf  # never your own neighbour
-        part = np.argpartition(-S, n_neighbors - 1, axis=1)[:, :n_neighbors]
-        order = np.argsort(-np.take_along_axis(S, part, axis=1), axis=1, kind="stable")
-        out[start:start + len(S)] = np.take_along_axis(part, order, axis=1)
-    return out
+    return knn(Z, n_neighbors, exact_below=len(Z) + 1)[1]
 
 
 def knn_graph(Z: np.ndarray, n_neighbors: int) -> Any:
@@ -179,11 +159,11 @@ def fit_spectral_many(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, n_neig
             continue
         if m not in embeddings:
             if Z is None:
-                Z = _unit_rows(X - X.mean(axis=0) if center else X).astype(np.float32)
+                Z = unit_rows(X - X.mean(axis=0) if center else X).astype(np.float32)
             embeddings[m] = spectral_embedding(Z, largest[m], m, seed)
         vals, U = embeddings[m]
         info["eigenvalues"] = [round(float(v), 6) for v in vals[:k]]
-        emb = fit_kmeans(_unit_rows(U[:, :k]).astype(np.float32), k, seed=seed, n_init=10)
+        emb = fit_kmeans(unit_rows(U[:, :k]).astype(np.float32), k, seed=seed, n_init=10)
         yield k, _result(X, emb.labels, k, seed, info, n_iter=emb.n_iter, history=emb.history)
 
 
