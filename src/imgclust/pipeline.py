@@ -235,7 +235,8 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
 
             choice = choose_k(feats.X, k_range=config.k_range, method=config.method, seed=config.seed,
                               **config.method_options)
-            k_info = {"k_auto": True, "k_reason": choice.reason, "k_range": list(config.k_range)}
+            k_info = {"k_auto": True, "k_reason": choice.reason, "k_range": list(config.k_range),
+                      "k_sample": choice.sample_size}
             result = choice.result
             sweep_table: Sweep | None = choice.sweep
         else:
