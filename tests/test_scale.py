@@ -123,3 +123,15 @@ def test_automatic_k_runs_on_a_sample_and_reports_its_size():
 def test_scale_options_are_checked(option):
     with pytest.raises(ParameterError, match=next(iter(option))):
         cluster(classes()[0], 3, **option)
+
+
+def test_rows_outside_the_sample_search_a_projection_and_keep_full_space_copy_similarity(monkeypatch):
+    import imgclust.cluster.spectral as spectral
+
+    monkeypatch.setattr(spectral, "REST_DIMS", 16)  # the 48-d test vectors: search in 16 dimensions
+    X, y = classes(n_items=400)
+    Xc, yc, item = with_copies(X, y, copies=6)
+    r = cluster(Xc, 3, sample_size=1200, seed=0)
+    assert r.info["rest_index"]["dims"] == 16
+    together = sum(len(set(r.labels[item == i].tolist())) == 1 for i in range(400))
+    assert together >= 396 and accuracy_hungarian(yc, r.labels) >= 0.97
