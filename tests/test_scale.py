@@ -126,8 +126,9 @@ def test_scale_options_are_checked(option):
 
 
 def test_rows_outside_the_sample_search_a_projection_and_keep_full_space_copy_similarity(monkeypatch):
-    import imgclust.cluster.spectral as spectral
+    import importlib
 
+    spectral = importlib.import_module("imgclust.cluster.spectral")  # imgclust.cluster names the function
     monkeypatch.setattr(spectral, "REST_DIMS", 16)  # the 48-d test vectors: search in 16 dimensions
     X, y = classes(n_items=400)
     Xc, yc, item = with_copies(X, y, copies=6)
