@@ -77,22 +77,30 @@ def test_more_components_than_k_are_detected_linked_and_recorded(caplog):
     centres = rng.normal(0, 1, (12, 24)) * 10
     X = (np.repeat(centres, 25, axis=0) + rng.normal(0, 0.5, (300, 24))).astype(np.float32)
     with caplog.at_level(logging.WARNING, logger="imgclust.cluster.spectral"):
-        r = cluster(X, 3, duplicate_radius=None)
+        plain = cluster(X, 3, duplicate_radius=None)
+    assert plain.info["graph_components"] == 12 and plain.info["components_exceed_k"] is True
+    assert plain.info["components_linked"] is False
+    assert "falls apart into 12 components, more than k=3" in caplog.text and "connect_components" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="imgclust.cluster.spectral"):
+        r = cluster(X, 3, duplicate_radius=None, connect_components=True)
     assert r.info["graph_components"] == 12 and r.info["components_linked"] is True
-    assert "falls apart into 12 components, more than k=3" in caplog.text
+    assert "Linking each component" in caplog.text
     assert sorted(r.sizes.tolist())[0] >= 25  # three real clusters, each made of whole groups
     for g in range(12):
         assert len(set(r.labels[g * 25:(g + 1) * 25].tolist())) == 1
-    at12 = cluster(X, 12, duplicate_radius=None)
+    at12 = cluster(X, 12, duplicate_radius=None, connect_components=True)
     assert at12.info["graph_components"] == 12 and at12.info["components_linked"] is False
+    assert at12.info["components_exceed_k"] is False
 
 
 def test_a_sweep_equals_single_fits_when_the_graph_needs_linking():
     rng = np.random.default_rng(1)
     X = (np.repeat(rng.normal(0, 1, (6, 16)) * 10, 30, axis=0) + rng.normal(0, 0.5, (180, 16))).astype(np.float32)
-    many = dict(fit_spectral_many(X, [2, 4, 6, 8], seed=0, duplicate_radius=None))
+    many = dict(fit_spectral_many(X, [2, 4, 6, 8], seed=0, duplicate_radius=None, connect_components=True))
     for k in (2, 4, 6, 8):
-        np.testing.assert_array_equal(many[k].labels, fit_spectral(X, k, seed=0, duplicate_radius=None).labels)
+        single = fit_spectral(X, k, seed=0, duplicate_radius=None, connect_components=True)
+        np.testing.assert_array_equal(many[k].labels, single.labels)
     assert many[2].info["components_linked"] and not many[6].info["components_linked"]
 
 

@@ -63,7 +63,7 @@ def test_auto_k_run_keeps_the_sweep_next_to_the_summary(image_folder: Path, tmp_
     r = run(image_folder, out, features="pixels", feature_options={"size": 4}, k_range=(2, 6), cache=False)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["k"] == r.clustering.k == 3
-    assert summary["k_auto"] is True and summary["k_reason"].startswith("k=3")
+    assert summary["k_auto"] is True and summary["k_reason"].startswith("the images fall most clearly into 3 groups")
     assert summary["k_sample"] == r.summary["n_ok"]  # a small folder: the sweep saw every image
     header, rows = read_csv(out / "sweep.csv")
     assert header == COLUMNS and [int(row["k"]) for row in rows] == [2, 3, 4, 5, 6]
@@ -94,7 +94,7 @@ def test_cli_sweep_end_to_end(image_folder: Path, tmp_path: Path, cli_env: dict[
                  "--ks", "2-4", "--no-cache", "-q"], cli_env)
     assert p.returncode == 0, p.stderr
     text = " ".join(p.stdout.split())  # rich wraps lines at the terminal width
-    assert "Suggested k = 3: k=3 has the highest silhouette" in text
+    assert "Suggested k = 3: the images fall most clearly into 3 groups" in text
     assert "acc. majority: many-to-one accuracy" in text and "rises with k by construction" in text
     assert "acc. Hungarian: one-to-one accuracy" in text
     assert sorted(os.listdir(out)) == [".imgclust-output", "criteria.png", "elbow.png", "summary.json", "sweep.csv"]

@@ -76,6 +76,27 @@ class KType(click.ParamType):
         return k
 
 
+def _examples(*lines: str) -> str:
+    """An epilog of example command lines, printed as written (``\\b`` stops click from rewrapping them)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+class AliasedOption(click.Option):
+    """An option that also answers to older names, which work but are left out of --help."""
+
+    def __init__(self, *args: Any, hidden_aliases: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hidden_aliases = set(hidden_aliases)
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        opts = self.opts
+        self.opts = [o for o in opts if o not in self.hidden_aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = opts
+
+
 def _fail(exc: ImgclustError) -> None:
     console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
     sys.exit(exc.exit_code)
@@ -91,7 +112,9 @@ class Group(click.Group):
             _fail(exc)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=_examples("imgclust demo --out demo-out", "imgclust run PHOTOS --out OUT",
+                              "imgclust COMMAND --help"))
 @click.version_option(__version__, prog_name="imgclust")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
@@ -142,14 +165,17 @@ def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
     return cache if cache is not None else True
 
 
-@main.command()
+@main.command(short_help="Cluster a folder of images; write a table and a report.", epilog=_examples(
+    "imgclust run photos --out out                   # k chosen automatically",
+    "imgclust run photos --out out --k 5 --seed 1    # five groups"))
 @click.argument("images_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @features_options
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Local checkpoint for timm:MODEL features (.safetensors or a PyTorch state dict).")
 @click.option("--k", "k", type=KType(), default="auto", show_default=True, help="Number of clusters, or auto.")
-@click.option("--k-range", default="2-30", show_default=True, help="Range searched by --k auto.")
+@click.option("--ks", "--k-range", "k_range", cls=AliasedOption, hidden_aliases=("--k-range",), default="2-30",
+              show_default=True, help="k values tried by --k auto, as LOW-HIGH.")
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Clustering method: spectral (kNN-graph spectral clustering) or kmeans (the original). See docs/methods.md.")
 @seed_labels_cache_options
 @click.option("--identity", type=click.Choice(["stat", "content"]), default="stat", show_default=True,
@@ -204,6 +230,10 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     how = f" (chosen automatically: {s.get('k_reason', '')})" if s.get("k_auto") else ""
     out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images clustered into [bold]{s['k']}[/] groups "
               f"with {s['features']} + {s['method']}{how}.", highlight=False)
+    others = [c for c in s.get("k_candidates") or [] if isinstance(c, dict) and c.get("k") != s["k"]]
+    if s.get("k_auto") and others:
+        out.print("Other choices (rerun with --k K into the same --out; no clustering again): "
+                  + "; ".join(f"k={c['k']}: {c.get('reason', '')}" for c in others) + ".", highlight=False)
     _print_failed(s)
     if s.get("n_duplicates"):
         out.print(f"{s['n_duplicates']} files are exact copies of another file; see duplicate_of in assignments.csv.",
@@ -225,11 +255,13 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
               + ", report.html)", highlight=False)
 
 
-@main.command()
+@main.command(short_help="Score every k of a range; suggest one.", epilog=_examples(
+    "imgclust sweep photos --out sweep-out --ks 2-30",
+    "imgclust sweep photos --out sweep-out --ks 2,16,64,100,256 --features pixels"))
 @click.argument("images_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @features_options
-@click.option("--ks", "ks", default="2-30", show_default=True, help="k values to try: 2,16,64,100,256 or 2-30.")
+@click.option("--ks", "ks", default="2-30", show_default=True, help="k values to try: LOW-HIGH (2-30) or a list (2,16,64).")
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, help="Clustering method.")
 @seed_labels_cache_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch.")
@@ -284,15 +316,21 @@ def print_sweep(summary: dict[str, Any], rows: list[Any], out_dir: Path) -> None
               highlight=False)
 
 
-@main.command()
+@main.command(short_help="Copy a run's images into one folder per cluster.", epilog=_examples(
+    "imgclust export out --to sorted                         # copies",
+    "imgclust export out --to sorted --mode move --yes       # moves; undo with:",
+    "imgclust export --undo --to sorted"))
 @click.argument("out_dir", type=click.Path(path_type=Path), required=False)
 @click.option("--to", "dest", type=click.Path(path_type=Path), help="Destination folder for the cluster folders.")
-@click.option("--mode", type=click.Choice(["copy", "symlink", "move"]), default="copy", show_default=True)
+@click.option("--mode", type=click.Choice(["copy", "symlink", "move"]), default="copy", show_default=True,
+              help="copy (the originals stay), symlink (links to the originals) or move (needs --yes; undo with --undo).")
 @click.option("--yes", is_flag=True, help="Confirm a move (required with --mode move).")
 @click.option("--undo", "undo", is_flag=True, help="Put back the files a move sent to --to.")
-def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool) -> None:
+@click.option("--replace", is_flag=True,
+              help="When --to holds an earlier export of another grouping, remove the copies or links it made first.")
+def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool, replace: bool) -> None:
     """Put the images of a finished run (OUT_DIR) into one folder per cluster under --to."""
-    from .errors import ParameterError
+    from .errors import OutputError, ParameterError
     from .outputs.export import export as do_export
     from .outputs.export import plan_export, undo_export
 
@@ -300,35 +338,50 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
         raise ParameterError("Name the destination with --to DEST.")
     if undo:
         undone = undo_export(dest)
-        out.print(f"Put back {undone.restored} files moved by an earlier export to {dest}.", highlight=False,
+        where = f" into {undone.images_dir}" if undone.restored and undone.images_dir else ""
+        out.print(f"Put back {undone.restored} files moved by an earlier export to {dest}{where}.", highlight=False,
                   markup=False)
         for kept in undone.kept:
             out.print(f"[yellow]Left in place, nothing overwritten:[/] {escape(kept)}", highlight=False)
+        for refused in undone.refused:
+            out.print(f"[red]Refused:[/] {escape(refused)}", highlight=False)
+        if undone.refused:
+            raise OutputError(f"{len(undone.refused)} entries of the export journal in {dest} failed a check and "
+                              "were not moved (listed above); it may have been edited. Nothing was overwritten.")
         return
     if out_dir is None:
         raise ParameterError("Name the output folder of a run: imgclust export OUT_DIR --to DEST.")
     if mode == "move":
-        actions, missing = plan_export(out_dir, dest)
+        plan = plan_export(out_dir, dest, mode=mode)
         folders: dict[str, int] = {}
-        for a in actions:
+        for a in plan.actions:
             folders[a.folder] = folders.get(a.folder, 0) + 1
-        out.print(f"Plan: move {len(actions)} images out of their folder into {len(folders)} folders under {dest}:",
-                  highlight=False, soft_wrap=True, markup=False)
+        out.print(f"Plan: move {len(plan.actions)} images out of their folder into {len(folders)} folders under "
+                  f"{dest}:", highlight=False, soft_wrap=True, markup=False)
         for f, n in sorted(folders.items()):
             out.print(f"  {dest / f}/  {n} images", highlight=False, soft_wrap=True, markup=False)
+        for line in plan.not_moved:
+            out.print(f"  [yellow]Left where it is:[/] {escape(line)}", highlight=False, soft_wrap=True)
         if not yes:
             raise ParameterError("Moving files needs --yes. Nothing was moved. "
                                  "(Every move is recorded; 'imgclust export --undo --to DEST' puts files back.)")
     with ProgressBars() as bars:
-        rep = do_export(out_dir, dest, mode=mode, progress=bars)
+        rep = do_export(out_dir, dest, mode=mode, replace=replace, progress=bars)
+    if rep.replaced or rep.kept_from_earlier:
+        out.print(f"Removed {rep.replaced} files of the earlier export; kept {len(rep.kept_from_earlier)} that "
+                  "were changed since.", highlight=False, markup=False)
     verb = {"copy": "Copied", "symlink": "Linked", "move": "Moved"}[mode]
     out.print(f"{verb} {rep.done} images into {dest}/ ({rep.skipped_existing} already there).", highlight=False,
               markup=False)
     if rep.missing_sources:
         out.print(f"[yellow]{len(rep.missing_sources)} images no longer exist and were skipped[/].")
+    if rep.not_moved:
+        out.print(f"[yellow]{len(rep.not_moved)} images were left where they are[/] (a link, or a file outside the "
+                  "images folder): see the plan above.", highlight=False)
 
 
-@main.command()
+@main.command(short_help="Rebuild the HTML report of a finished run.", epilog=_examples(
+    "imgclust report out", "imgclust report out --map tsne"))
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--map", "map_method", type=click.Choice(["pca", "tsne", "umap"]), default=None,
               help="Recompute the 2-D map with this method (default: keep the saved PCA map).")
@@ -344,17 +397,27 @@ def report(out_dir: Path, map_method: str | None, cache: Path | None, no_cache: 
     out.print(f"Report written to {path}", highlight=False)
 
 
-@main.command()
+@main.command(short_help="Cluster built-in photos: pixels against the network.", epilog=_examples(
+    "imgclust demo --out demo-out", "imgclust demo --out demo-seed1 --seed 1"))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for the demo.")
-@click.option("--features", "features", multiple=True, help="Extractors to compare (default: pixels and efficientnet-lite0).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--features", "features", multiple=True,
+              help="Extractor to compare; repeat for several (default: pixels and efficientnet-lite0).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seeds the random crops and the clustering: the same seed gives the same images and groups.")
 def demo(out_dir: Path, features: tuple[str, ...], seed: int) -> None:
-    """Cluster a built-in labelled image set (scikit-learn's 1,797 handwritten digits) with both pipelines."""
-    from .demo import DEMO_FEATURES, run_demo
+    """Cluster 300 built-in photo crops with raw pixels and with the network.
+
+    Ten public-domain or CC0 photos ship with imgclust (a cat, a coffee cup, a rocket, ...); the demo cuts 30
+    random crops from each (other place, size, brightness, colour), clusters them into 10 groups with
+    each extractor and scores the groups against the photo each crop came from. Nothing is downloaded.
+    """
+    from .demo import DEMO_FEATURES, demo_photos, run_demo
 
     with ProgressBars() as bars:
         results = run_demo(out_dir, features=features or DEMO_FEATURES, seed=seed, progress=bars)
-    table = Table(title="Handwritten digits, k = 10, scored against the true digit", box=box.SIMPLE)
+    k = len(demo_photos())
+    table = Table(title=f"{k} photos x 30 random crops, k = {k}, scored against the photo of each crop",
+                  box=box.SIMPLE)
     table.add_column("features", no_wrap=True, min_width=18)
     table.add_column("method", no_wrap=True)
     for col in ("acc 1:1", "acc n:1", "NMI", "ARI", "seconds"):
@@ -366,12 +429,23 @@ def demo(out_dir: Path, features: tuple[str, ...], seed: int) -> None:
                       f"{sum(r.summary['timings'].values()):.1f}")
     out.print(table)
     out.print("acc 1:1 = one-to-one accuracy (Hungarian matching); acc n:1 = many-to-one (each cluster's majority "
-              "digit). Raw pixels suit these tiny 8x8 scans; on photos the network is far ahead (see the README).")
+              "photo).", highlight=False)
+    acc = {name: (r.metrics or {}).get("accuracy_hungarian", 0.0) for name, r in results.items()}
+    if "pixels" in acc and len(acc) > 1:
+        best = max((n for n in acc if n != "pixels"), key=lambda n: acc[n])
+        if acc[best] > acc["pixels"]:
+            out.print(f"{best} is ahead of raw pixels by {acc[best] - acc['pixels']:.3f}: a crop keeps the "
+                      "content of its photo while its pixels change, and the network sees the content.",
+                      highlight=False)
+        else:
+            out.print(f"{best} is not ahead of raw pixels here ({acc[best]:.3f} vs {acc['pixels']:.3f}); "
+                      "see the reports to compare the groups.", highlight=False)
     for name, r in results.items():
         out.print(f"{name}: {escape(str(r.out_dir))}/report.html", highlight=False)
 
 
-@main.command("list-features")
+@main.command("list-features", short_help="List the feature extractors and what they need.", epilog=_examples(
+    "imgclust list-features"))
 def list_features_command() -> None:
     """List every feature extractor: vector size, whether it is installed, whether its weights are here."""
     from rich.markup import escape
@@ -389,7 +463,8 @@ def list_features_command() -> None:
     out.print(table)
 
 
-@main.command()
+@main.command(short_help="Sort new images into the clusters of a saved run.", epilog=_examples(
+    "imgclust assign out/model new-photos --out new-out"))
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.argument("images_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")

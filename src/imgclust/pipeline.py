@@ -23,7 +23,7 @@ from .backends import Backend
 from .backends.local import LocalBackend
 from .cache import EmbeddingCache, default_cache_dir
 from .cluster import ClusterResult, get_clusterer, validate_k
-from .cluster.choose_k import SWEEP_COLUMNS, KPick, Sweep, pick_k, sweep_k
+from .cluster.choose_k import SWEEP_COLUMNS, KPick, Sweep, pick_k, result_from_labels, score_sweep, sweep_k
 from .config import RunConfig
 from .errors import InputError, OutputError, ParameterError
 from .features import Extractor, get_extractor
@@ -32,6 +32,7 @@ from .io.discover import IMAGE_EXTENSIONS, ImageRecord, attach_labels, discover
 from .io.duplicates import find_duplicates
 from .metrics import confusion, evaluate
 from .model import MODEL_DIR, save_model
+from .outputs.k_candidates import K_CANDIDATES, load_candidate, save_candidates, sweep_fingerprint
 from .outputs.report import REPORT_DATA, load_report_data, save_report_data, suggest_names, write_report
 from .outputs.tables import (
     ASSIGNMENTS,
@@ -230,17 +231,29 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
 
     k_info: dict[str, Any] = {"k_auto": False}
     with timer.stage("cluster"):
+        fingerprint = sweep_fingerprint(feats.X, method=config.method, method_options=config.method_options,
+                                        seed=config.seed)
         if config.k is None:
             from .cluster.choose_k import choose_k
 
             choice = choose_k(feats.X, k_range=config.k_range, method=config.method, seed=config.seed,
                               **config.method_options)
-            k_info = {"k_auto": True, "k_reason": choice.reason, "k_range": list(config.k_range),
-                      "k_sample": choice.sample_size}
+            # k_reason: the rule's, plus the sample it ran on when that is not every image.
+            k_info = {"k_auto": True, "k_range": list(config.k_range), **k_summary(choice.pick),
+                      "k_reason": choice.reason, "k_sample": choice.sample_size}
             result = choice.result
-            sweep_table: Sweep | None = choice.sweep
+            sweep_table: Sweep | None = score_sweep(choice.sweep, feats.labels_true)
         else:
-            result = backend.cluster(feats.X, validate_k(config.k, len(feats.X)), config)
+            k = validate_k(config.k, len(feats.X))
+            # A k that an earlier automatic run of the same vectors and settings already clustered.
+            saved = load_candidate(out_dir, fingerprint, k)
+            if saved is not None:
+                result = result_from_labels(feats.X, saved, k, seed=config.seed, method=config.method,
+                                            info={"from": K_CANDIDATES})
+                k_info["k_from_sweep"] = True
+                k_info.update(_earlier_k_choice(out_dir))
+            else:
+                result = backend.cluster(feats.X, k, config)
             sweep_table = None
 
     with timer.stage("evaluate"):
@@ -259,6 +272,8 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
             write_confusion(out_dir / CONFUSION, conf, conf.hungarian_mapping())
         if sweep_table is not None:
             write_csv(out_dir / SWEEP_CSV, [r.as_row() for r in sweep_table.rows], SWEEP_COLUMNS)
+            kept = {k: v for k, v in sweep_table.labels.items() if k in choice.pick.candidates and len(v) == len(feats.X)}
+            save_candidates(out_dir, fingerprint, kept | {result.k: result.labels})
     with timer.stage("report"):  # names go into summary.json; the page itself is built from the files
         summary.update(suggest_names(feats.extractor, feats.X, result.labels, result.k))
         save_report_data(out_dir, feats.X, result.labels, centers=result.centers, seed=config.seed)
@@ -298,6 +313,27 @@ def rebuild_report(out_dir: str | os.PathLike[str], *, map_method: str | None = 
         save_report_data(out_dir, X, labels, centers=None if saved is None else saved["centers"],
                          map_method=map_method or "pca", seed=config.seed)
     return write_report(out_dir, figure_cache=figure_cache(cache))
+
+
+def _earlier_k_choice(out_dir: Path) -> dict[str, Any]:
+    """The candidates of the automatic run whose clusterings a ``--k`` rerun reuses, so that its report
+    still lists them (empty when that summary is gone or unreadable)."""
+    try:
+        earlier = read_summary(out_dir)
+    except InputError:
+        return {}
+    keys = ("k_candidates", "elbow_k", "silhouette_k", "eigengap_k", "k_range")
+    if not (earlier.get("k_auto") or earlier.get("k_from_sweep")):
+        return {}
+    return {key: earlier[key] for key in keys if key in earlier}
+
+
+def k_summary(pick: KPick) -> dict[str, Any]:
+    """summary.json's account of an automatic k: the reason, the candidates with theirs, the signals."""
+    return {"k_reason": pick.reason,
+            "k_candidates": [c.as_dict() for c in pick.alternatives] or [{"k": k} for k in pick.candidates],
+            "elbow_k": pick.elbow, "silhouette_k": pick.silhouette_k,
+            "eigengap_k": pick.eigengap_k}
 
 
 def _summary(feats: Features, config: RunConfig, result: ClusterResult, metrics: dict[str, float] | None,
@@ -413,9 +449,7 @@ def sweep(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], c
             "ks": table.ks,
             "k": pick.k,
             "k_auto": True,
-            "k_reason": pick.reason,
-            "elbow_k": pick.elbow,
-            "k_candidates": list(pick.candidates),
+            **k_summary(pick),
             "sweep_engine": table.engine,
             "silhouette_sample": table.silhouette_sample,
             "features": config.features,

@@ -11,17 +11,19 @@ iterations: a sweep costs a few short runs per k instead of the ten full restart
 fit, with inertia within about 1% of them (see ``bench/sweep.py``). The silhouette is computed on a
 seeded sample of at most ``silhouette_sample`` rows whose distance matrix is computed once for all k.
 
-The automatic rule (:func:`pick_k`), documented in ``docs/choosing-k.md``, applied to the criteria of
-the method's own clusterings (so that k is chosen for the groups that method finds):
+The automatic rule (:func:`pick_k`), documented and measured in ``docs/choosing-k.md``
+(``bench/choose_k.py``), applied to the criteria of the method's own clusterings (so that k is chosen
+for the groups that method finds):
 
-1. Silhouette first: it compares each sample's distance to its own cluster with its distance to the
-   nearest other cluster, so unlike inertia it does not improve just because k grows.
-2. Near the top the silhouette curve of real embeddings is flat and its arg max moves between
-   neighbouring k from seed to seed, so every k whose silhouette is within one standard error of the
-   best one is a candidate (the "one standard error" rule; the error is that of the mean silhouette
-   over the sample at the best k).
-3. Among the candidates, take the one closest to the elbow of the inertia curve, found by kneedle
-   (the ``kneed`` package): the point of diminishing returns. Without an elbow, the smallest candidate.
+1. The k with the highest silhouette, when the neighbour graph agrees: the largest gap in its
+   spectrum (spectral's eigenvalues) is within one k of it.
+2. Otherwise the elbow of the inertia curve (kneedle): in a folder that mixes kinds of pictures the
+   clearest split is a coarse one (thumbnails against photos) that the graph does not see as its
+   natural parts, and the elbow finds the finer groups.
+3. Without a spectrum (k-means), the k within one standard error of the best silhouette closest to
+   the elbow.
+
+The chosen k comes with up to three next-best k and their reasons in plain words (:class:`KCandidate`).
 
 Arrays only: no IO here.
 """
@@ -31,7 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -107,6 +109,12 @@ class Sweep:
         seed: the seed used.
         engine: how each k was fitted (``"kmeans-warm"`` or a registered method's name).
         seconds: wall time of the sweep.
+        labels: k -> the clustering's labels at that k, np.ndarray of shape (n_samples,), int32 (kept so
+            that a candidate k can be used without fitting it again, and scored against labels later).
+        eigenvalues: the leading eigenvalues of the method's graph, largest first, when the method has
+            one (spectral: ``info["eigenvalues"]`` of the largest k), else empty.
+        eigengaps: k -> l_k - l_(k+1), from the eigenvalues of the fit at k + 1 (whose graph is the one
+            at k, or nearly: small folders use fewer neighbours at large k), where the sweep has k + 1.
     """
 
     rows: list[SweepRow]
@@ -115,6 +123,9 @@ class Sweep:
     seed: int
     engine: str
     seconds: float
+    labels: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    eigenvalues: tuple[float, ...] = ()
+    eigengaps: dict[int, float] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def ks(self) -> list[int]:
@@ -128,6 +139,29 @@ class Sweep:
 
 
 @dataclass(frozen=True)
+class KCandidate:
+    """One k worth looking at, and why, in plain words.
+
+    Attributes:
+        k: the number of groups.
+        reason: why this k, for a user (no jargon beyond a named criterion in brackets).
+        basis: what singled it out: ``"agreement"`` (silhouette and neighbour graph agree),
+            ``"separation"`` (highest silhouette), ``"detail"`` (elbow of the inertia curve, refined
+            by the silhouette), ``"graph"`` (largest gap in the neighbour graph's spectrum) or
+            ``"peak"`` (another local maximum of the silhouette).
+        silhouette: the silhouette at k.
+    """
+
+    k: int
+    reason: str
+    basis: str
+    silhouette: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "reason": self.reason, "basis": self.basis, "silhouette": round(self.silhouette, 4)}
+
+
+@dataclass(frozen=True)
 class KPick:
     """What the automatic rule decided, and why.
 
@@ -135,13 +169,20 @@ class KPick:
         k: the chosen k.
         reason: the decision in words.
         elbow: the kneedle elbow of the inertia curve, or None where there is none.
-        candidates: the k whose silhouette is within one standard error of the best.
+        candidates: the chosen k first, then the next-best k (the k of ``alternatives``).
+        alternatives: the chosen k and up to three next-best k, each with its reason, best first.
+        silhouette_k: the k with the highest silhouette.
+        eigengap_k: the k after which the neighbour graph's spectrum has its largest gap, or None
+            where the method has no graph (k-means).
     """
 
     k: int
     reason: str
     elbow: int | None
     candidates: tuple[int, ...]
+    alternatives: tuple[KCandidate, ...] = ()
+    silhouette_k: int | None = None
+    eigengap_k: int | None = None
 
 
 @dataclass(frozen=True)
@@ -174,7 +215,7 @@ def kneedle_elbow(ks: Sequence[int], inertia: Sequence[float], *, sensitivity: f
     which every automatic choice of k would pay.
 
     Example:
-        >>> kneedle_elbow([1, 2, 3, 4, 5, 6], [100, 30, 12, 10, 9, 8])
+        >>> kneedle_elbow([1, 2, 3, 4, 5, 6, 7, 8], [100, 60, 30, 20, 17, 15, 14, 13])
         3
     """
     x = np.asarray(ks, dtype=float)
@@ -205,8 +246,57 @@ def kneedle_elbow(ks: Sequence[int], inertia: Sequence[float], *, sensitivity: f
     return None
 
 
+ELBOW_WINDOW = 0  # the detail candidate: the best silhouette within this many k of the elbow (0: the elbow)
+AGREE_WITHIN = 1  # silhouette and spectrum agree when their k differ by at most this much
+MAX_ALTERNATIVES = 3
+
+
+def _gaps(sweep: Sweep) -> dict[int, float]:
+    vals = np.asarray(sweep.eigenvalues, dtype=float)
+    return {k: float(g) for k, g in sweep.eigengaps.items() if k in sweep.ks} or \
+        {k: float(vals[k - 1] - vals[k]) for k in sweep.ks if 2 <= k < len(vals)}
+
+
+def eigengap_k(sweep: Sweep) -> int | None:
+    """The k of the sweep after which the neighbour graph's spectrum has its largest gap, or None.
+
+    With eigenvalues l_1 >= l_2 >= ... of the normalised adjacency (``Sweep.eigenvalues``), a graph
+    of k well-separated parts has k eigenvalues near 1 and then a drop: the gap l_k - l_(k+1) is
+    largest at the natural number of parts (von Luxburg 2007, section 8.3).
+    """
+    gaps = _gaps(sweep)
+    if not gaps:
+        return None
+    return max(gaps, key=lambda k: (gaps[k], -k))
+
+
+def silhouette_peaks(sweep: Sweep) -> list[int]:
+    """The k where the silhouette is a local maximum (at least as high as both neighbours), highest first."""
+    scored = [r for r in sweep.rows if np.isfinite(r.silhouette)]
+    peaks = []
+    for i, r in enumerate(scored):
+        left = scored[i - 1].silhouette if i > 0 else -np.inf
+        right = scored[i + 1].silhouette if i + 1 < len(scored) else -np.inf
+        if r.silhouette >= left and r.silhouette >= right:
+            peaks.append(r)
+    return [r.k for r in sorted(peaks, key=lambda r: (-r.silhouette, r.k))]
+
+
 def pick_k(sweep: Sweep) -> KPick:
-    """The automatic rule over a sweep (see the module docstring and docs/choosing-k.md).
+    """The automatic rule over a sweep (see docs/choosing-k.md), with the next-best k and their reasons.
+
+    1. The k with the highest silhouette is taken when the neighbour graph agrees with it: its
+       spectrum's largest gap is within one k of it (:func:`eigengap_k`). Both then say that the
+       images fall into that many groups.
+    2. Otherwise (a folder that mixes kinds of pictures: the clearest split is a coarse one, e.g.
+       small thumbnails against photos, which the graph does not see as its natural parts), the
+       elbow of the inertia curve (kneedle): the finest grouping before more groups stop adding
+       detail. Without an elbow, rule 1's k all the same.
+    3. Without a spectrum (k-means), the silhouette's one-standard-error candidates with the elbow
+       as the tie-break (the rule before the spectrum was used). Without an elbow, rule 1's k.
+
+    The chosen k comes first in ``alternatives``, then up to three other k: the clearest split, the
+    elbow's k, the graph's k, the other silhouette peaks, without repeats.
 
     Raises:
         ParameterError: no k in the sweep has a silhouette (every k is 1 or the number of samples).
@@ -214,11 +304,80 @@ def pick_k(sweep: Sweep) -> KPick:
     scored = [r for r in sweep.rows if np.isfinite(r.silhouette)]
     if not scored:
         raise ParameterError("Automatic k needs at least one k between 2 and the number of images minus 1 "
-                             f"in the range; got k = {', '.join(map(str, sweep.ks))}. Widen --k-range or give --k.")
+                             f"in the range; got k = {', '.join(map(str, sweep.ks))}. Widen --ks or give --k.")
+    sil = {r.k: r.silhouette for r in scored}
+    lo, hi = scored[0].k, scored[-1].k
     best = max(scored, key=lambda r: (r.silhouette, -r.k))
+    elbow = kneedle_elbow(sweep.ks, [r.inertia for r in sweep.rows])
+    gap_k = eigengap_k(sweep)
+    detail_k = None
+    if elbow is not None:
+        near = [r for r in scored if abs(r.k - elbow) <= ELBOW_WINDOW]
+        detail_k = max(near, key=lambda r: (r.silhouette, -r.k)).k if near else None
+
+    def clearest(k: int) -> KCandidate:
+        return KCandidate(k, f"the clearest split of all: the groups are best separated at k={k} (highest "
+                             f"silhouette of k={lo}-{hi}, {sil[k]:.3f}); with k smaller than the finer choices, "
+                             "each group may hold several kinds of pictures", "separation", sil[k])
+
+    def detail(k: int) -> KCandidate:
+        why = f"the most detail worth having: past k={elbow}, more groups make the groups only a little tighter " \
+              "(the elbow of the inertia curve)"
+        if k != elbow:
+            why += f", and of the k near it k={k} has the best-separated groups (silhouette {sil[k]:.3f})"
+        return KCandidate(k, why, "detail", sil[k])
+
+    def graph(k: int) -> KCandidate:
+        return KCandidate(k, f"the similarity graph of the images (each linked to its nearest neighbours) splits "
+                             f"most naturally into {k} parts (the largest gap in its spectrum)", "graph",
+                          sil.get(k, math.nan))
+
+    def peak(k: int) -> KCandidate:
+        return KCandidate(k, f"another k where the groups stand out well from each other (a local peak of the "
+                             f"silhouette, {sil[k]:.3f})", "peak", sil[k])
+
+    chosen: KCandidate
+    if gap_k is not None and abs(gap_k - best.k) <= AGREE_WITHIN:
+        chosen = KCandidate(best.k, f"the images fall most clearly into {best.k} groups: the groups are best "
+                                    f"separated at k={best.k} (highest silhouette of k={lo}-{hi}, "
+                                    f"{best.silhouette:.3f}), and the similarity graph of the images agrees "
+                                    + (f"(it too splits most naturally into {gap_k} parts)" if gap_k == best.k else
+                                       f"(it splits most naturally into {gap_k} parts, one away)"),
+                           "agreement", best.silhouette)
+        reason = chosen.reason + "."
+    elif gap_k is not None and detail_k is not None:
+        chosen = detail(detail_k)
+        reason = (chosen.reason + f". The clearest split, into {best.k} groups (silhouette {best.silhouette:.3f}), "
+                  f"was not taken: the similarity graph splits most naturally into {gap_k} parts, not "
+                  f"{best.k}, as in folders that mix kinds of pictures, where the clearest split is a coarse one.")
+    elif gap_k is not None:
+        chosen = clearest(best.k)
+        reason = chosen.reason + "; the inertia curve has no elbow to point to a finer k."
+    else:
+        legacy = _one_standard_error_pick(sweep, scored, best, elbow)
+        chosen = KCandidate(legacy.k, legacy.reason, "separation" if legacy.k == best.k else "detail", sil[legacy.k])
+        reason = legacy.reason
+
+    options = [chosen]
+    more = [clearest(best.k)]
+    if detail_k is not None:
+        more.append(detail(detail_k))
+    if gap_k is not None and lo <= gap_k <= hi:
+        more.append(graph(gap_k))
+    more += [peak(k) for k in silhouette_peaks(sweep)]
+    for c in more:
+        if len(options) > MAX_ALTERNATIVES:
+            break
+        if all(c.k != o.k for o in options):
+            options.append(c)
+    return KPick(k=chosen.k, reason=reason, elbow=elbow, candidates=tuple(c.k for c in options),
+                 alternatives=tuple(options), silhouette_k=best.k, eigengap_k=gap_k)
+
+
+def _one_standard_error_pick(sweep: Sweep, scored: list[SweepRow], best: SweepRow, elbow: int | None) -> KPick:
+    """Without a spectrum: every k within one standard error of the best silhouette, the closest to the elbow."""
     threshold = best.silhouette - best.silhouette_se
     candidates = tuple(r.k for r in scored if r.silhouette >= threshold)
-    elbow = kneedle_elbow(sweep.ks, [r.inertia for r in sweep.rows])
     sil = {r.k: r.silhouette for r in scored}
     if elbow is not None:
         k = min(candidates, key=lambda c: (abs(c - elbow), c))
@@ -292,15 +451,23 @@ def sweep_k(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, labels_true: Seq
         engine = method
 
     rows = []
+    kept: dict[int, np.ndarray] = {}
+    eigenvalues: tuple[float, ...] = ()
+    eigengaps: dict[int, float] = {}
     fit_iter = iter(fits)
     for i, k in enumerate(ks):
         with small_problem_threads(n * X.shape[1] * k):
             _, res = next(fit_iter)  # the fits come in the order of ks
             rows.append(_sweep_row(X, k, res, D, idx, truth, n_labels))
+        kept[k] = res.labels.astype(np.int32)
+        eigenvalues = tuple(float(v) for v in res.info.get("eigenvalues", ())) or eigenvalues
+        if len(eigenvalues) == k and k - 1 in kept and k >= 3:
+            eigengaps[k - 1] = eigenvalues[k - 2] - eigenvalues[k - 1]
         if progress is not None:
             progress("sweep", i + 1, len(ks))
     return Sweep(rows=rows, n_samples=n, silhouette_sample=len(idx), seed=seed,
-                 engine=engine, seconds=round(time.perf_counter() - t0, 4))
+                 engine=engine, seconds=round(time.perf_counter() - t0, 4), labels=kept, eigenvalues=eigenvalues,
+                 eigengaps=eigengaps)
 
 
 def _sweep_row(X: np.ndarray, k: int, res: ClusterResult, D: np.ndarray, idx: np.ndarray, truth: np.ndarray | None,
@@ -357,7 +524,7 @@ def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str =
     hi = min(hi, len(X) - 1)
     if lo < 1 or hi < max(lo, 2):
         raise ParameterError(f"Automatic k needs a range with a k between 2 and the number of images minus 1 "
-                             f"({len(X) - 1}); got {k_range[0]}-{k_range[1]}. Give --k or widen --k-range.")
+                             f"({len(X) - 1}); got {k_range[0]}-{k_range[1]}. Give --k or widen --ks.")
     n = len(X)
     if n > sample_size:
         rows = np.sort(np.random.default_rng(seed).choice(n, size=sample_size, replace=False))
@@ -372,6 +539,57 @@ def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str =
         reason += f" (The sweep ran on a random sample of {len(S):,} of the {n:,} images.)"
     result = cluster(X, pick.k, method=method, seed=seed, **method_options)
     return KChoice(k=pick.k, reason=reason, result=result, sweep=sweep, pick=pick, sample_size=len(S))
+
+
+def score_sweep(sweep: Sweep, labels_true: Sequence[Any] | None) -> Sweep:
+    """``sweep`` with its score columns (accuracies, NMI, ARI) filled from the labels it kept at every k.
+
+    For a sweep run without labels (as the automatic k of ``run`` is). Unchanged when
+    ``labels_true`` is None or the sweep's labels do not cover the same rows (a sweep on a sample).
+
+    Args:
+        sweep: a :class:`Sweep` with ``labels``.
+        labels_true: ground truth, one per row the sweep clustered, or None.
+    """
+    if labels_true is None or not sweep.labels or any(len(v) != len(labels_true) for v in sweep.labels.values()):
+        return sweep
+    truth = np.asarray(labels_true).astype(str)
+    n_labels = len(np.unique(truth))
+    rows = []
+    for r in sweep.rows:
+        if r.k not in sweep.labels:
+            rows.append(r)
+            continue
+        scores = evaluate(truth, sweep.labels[r.k])
+        rows.append(replace(r, accuracy_majority=scores["accuracy_majority"], nmi=scores["nmi"], ari=scores["ari"],
+                            accuracy_hungarian=scores["accuracy_hungarian"] if r.k == n_labels else None))
+    return replace(sweep, rows=rows)
+
+
+def result_from_labels(X: np.ndarray, labels: np.ndarray, k: int, *, seed: int, method: str,
+                       info: dict[str, Any] | None = None) -> ClusterResult:
+    """A :class:`ClusterResult` for given labels: centres are the members' means in ``X`` (the mean of
+    all of ``X`` for an empty cluster), distances and inertia measured to them.
+
+    What spectral clustering returns for its labels; used to take a k from a sweep without fitting again.
+
+    Args:
+        X: np.ndarray of shape (n_samples, n_features).
+        labels: np.ndarray of shape (n_samples,), int in [0, k).
+    """
+    X = np.asarray(X, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != (len(X),) or (len(labels) and (labels.min() < 0 or labels.max() >= k)):
+        raise ParameterError(f"labels must be {len(X)} integers in [0, {k}); got shape {labels.shape}.")
+    counts = np.bincount(labels, minlength=k)
+    sums = np.zeros((k, X.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, X)
+    centers = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], X.mean(axis=0, dtype=np.float64))
+    centers = centers.astype(np.float32)
+    diff = X - centers[labels]
+    sq = np.einsum("ij,ij->i", diff, diff).astype(np.float64)
+    return ClusterResult(labels=labels, centers=centers, distances=np.sqrt(sq).astype(np.float32),
+                         inertia=float(sq.sum()), k=k, seed=seed, method=method, info=dict(info or {}))
 
 
 def _pairwise_distances(S: np.ndarray) -> np.ndarray:

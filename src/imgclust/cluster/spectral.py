@@ -19,8 +19,10 @@ with three additions so that it holds from a thousand to millions of vectors and
    not classes.
 4. Connect every node to its ``n_neighbors`` most similar nodes and symmetrise as scikit-learn
    does, W = (A + A^T) / 2: weight 1 where both chose each other, 0.5 where only one did. A graph
-   with more connected components than k is detected, logged and linked
-   (:func:`link_components`).
+   with more connected components than k is detected, logged as a warning and recorded in ``info``;
+   with ``connect_components=True`` it is linked (:func:`link_components`). Not linked by default:
+   a graph of, say, 20 separate groups swept over k = 2-30 is the signal the automatic k reads (its
+   eigengap), and the near-duplicate collapse already removes the usual cause, cliques of copies.
 5. Take the ``k`` leading eigenvectors of the normalised adjacency ``D^-1/2 W D^-1/2``,
    L2-normalise the rows of that embedding and run k-means (k-means++, 10 restarts) on it. Every
    row takes its node's label.
@@ -133,7 +135,7 @@ def spectral_embedding(Z: np.ndarray, k: int, n_neighbors: int, seed: int) -> tu
 
 def fit_spectral(X: np.ndarray, k: int, *, seed: int = 0, n_neighbors: int = DEFAULT_NEIGHBORS,
                  center: bool = False, sample_size: int = SAMPLE_SIZE,
-                 duplicate_radius: float | None = DUPLICATE_RADIUS) -> ClusterResult:
+                 duplicate_radius: float | None = DUPLICATE_RADIUS, connect_components: bool = False) -> ClusterResult:
     """Spectral clustering of the rows of ``X`` on their cosine k-nearest-neighbour graph.
 
     Near-duplicates (closer than ``duplicate_radius`` times the distance to the 32nd neighbour,
@@ -152,6 +154,10 @@ def fit_spectral(X: np.ndarray, k: int, *, seed: int = 0, n_neighbors: int = DEF
         sample_size: the graph has at most this many rows (default 20,000).
         duplicate_radius: rows closer than this fraction of a row's distance to its 32nd neighbour (at
             least the median of that distance) are near-duplicates, one node; None: every row a node.
+        connect_components: when the graph has more connected components than k, link them
+            (:func:`link_components`) instead of letting the eigensolver group whole components in an
+            arbitrary way. Either way the case is logged as a warning and recorded in ``info``
+            (``graph_components``, ``components_exceed_k``, ``components_linked``).
 
     Returns:
         :class:`ClusterResult` with ``method="spectral"``; ``centers`` are the means of the members'
@@ -166,7 +172,8 @@ def fit_spectral(X: np.ndarray, k: int, *, seed: int = 0, n_neighbors: int = DEF
         [20, 20]
     """
     ((_, result),) = fit_spectral_many(X, [k], seed=seed, n_neighbors=n_neighbors, center=center,
-                                       sample_size=sample_size, duplicate_radius=duplicate_radius)
+                                       sample_size=sample_size, duplicate_radius=duplicate_radius,
+                                       connect_components=connect_components)
     return result
 
 
@@ -293,7 +300,8 @@ def _read_rows(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def fit_spectral_many(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, n_neighbors: int = DEFAULT_NEIGHBORS,
                       center: bool = False, sample_size: int = SAMPLE_SIZE,
-                      duplicate_radius: float | None = DUPLICATE_RADIUS) -> Iterator[tuple[int, ClusterResult]]:
+                      duplicate_radius: float | None = DUPLICATE_RADIUS,
+                      connect_components: bool = False) -> Iterator[tuple[int, ClusterResult]]:
     """:func:`fit_spectral` at every k of ``ks`` (in increasing order), sharing the work across k.
 
     The sample, the near-duplicate groups and the neighbours of the rows outside the sample are
@@ -303,8 +311,9 @@ def fit_spectral_many(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, n_neig
     the vote of the rows outside the sample) runs per k, so a sweep over k = 2-30 costs about one fit
     plus 29 small k-means. The eigenvectors of one eigensolve for the largest k equal those of a
     solve for each k up to the solver's tolerance (1e-6) and sign, which k-means on the
-    row-normalised embedding does not see. A k smaller than the graph's number of components gets
-    its own linked graph (:func:`link_components`) and eigensolve, as a single fit at that k does.
+    row-normalised embedding does not see. With ``connect_components``, a k smaller than the graph's
+    number of components gets its own linked graph (:func:`link_components`) and eigensolve, as a
+    single fit at that k does.
 
     Yields:
         (k, :class:`ClusterResult`) for every k of ``ks``, increasing.
@@ -387,9 +396,10 @@ def fit_spectral_many(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, n_neig
     for k in ks:
         if 1 < k < n_groups:
             m = neighbors[k]
-            key = (m, k if graph(m)[1] > k else 0)
+            key = (m, k if graph(m)[1] > k and connect_components else 0)
             largest[key] = max(largest.get(key, 0), k)
     embeddings: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, bool]] = {}
+    warned: set[int] = set()
     for k in ks:
         m = neighbors[k]
         info: dict[str, Any] = {**base_info, "n_neighbors": m}
@@ -406,13 +416,19 @@ def fit_spectral_many(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, n_neig
             continue
         W, n_comp = graph(m)
         info["graph_components"] = n_comp
-        key = (m, k if n_comp > k else 0)
+        info["components_exceed_k"] = n_comp > k
+        key = (m, k if n_comp > k and connect_components else 0)
+        if n_comp > k and m not in warned:
+            warned.add(m)
+            log.warning("spectral: the %d-neighbour graph falls apart into %d components, more than k=%d%s. %s",
+                        m, n_comp, k, " (and other k of this sweep)" if len(ks) > 1 else "",
+                        "Linking each component to its most similar one until at most k remain."
+                        if connect_components else
+                        "Whole components are grouped in an arbitrary way: give k >= the number of components, "
+                        "more n_neighbors, or connect_components=True.")
         if key not in embeddings:
             linked = False
             if key[1]:
-                log.warning("spectral: the %d-neighbour graph falls apart into %d components, more than k=%d; "
-                            "linking each component to its most similar one until at most %d remain.",
-                            m, n_comp, k, k)
                 W, _ = link_components(nodes, W, k)
                 linked = True
             vals, U = spectral_embedding_of(W, largest[key], seed)

@@ -194,3 +194,54 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def k_choice_figure(ks: Sequence[int], silhouette: Sequence[float] | np.ndarray,
+                    inertia: Sequence[float] | np.ndarray, *, chosen_k: int,
+                    candidates: Sequence[int] = (), elbow_k: int | None = None,
+                    title: str = "How k was chosen") -> Figure:
+    """How an automatic k was chosen: the silhouette and the inertia against k, the chosen k and the
+    other candidates marked (what a default run's report shows).
+
+    Args:
+        ks: the k values of the sweep, shape (n_ks,).
+        silhouette: silhouette at each k, shape (n_ks,) (NaN where undefined).
+        inertia: inertia at each k, shape (n_ks,).
+        chosen_k: the chosen k (red).
+        candidates: other k worth a look (orange), in order of preference.
+        elbow_k: the elbow of the inertia curve (kneedle; a dashed line), or None.
+        title: the figure's title.
+
+    Example:
+        >>> fig = k_choice_figure([2, 3, 4], [0.1, 0.3, 0.2], [9.0, 4.0, 3.0], chosen_k=3, candidates=[2])
+        >>> [ax.get_ylabel() for ax in fig.axes]
+        ['silhouette (higher = groups stand apart)', 'inertia (lower = tighter)']
+    """
+    fig = _figure(7.0, 5.6)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    x = np.asarray(ks)
+    panels = ((top, np.asarray(silhouette, dtype=float), "silhouette (higher = groups stand apart)"),
+              (bottom, np.asarray(inertia, dtype=float), "inertia (lower = tighter)"))
+    others = [c for c in candidates if c != chosen_k and c in set(x.tolist())]
+    for ax, y, name in panels:
+        ok = np.isfinite(y)
+        ax.plot(x[ok], y[ok], "o-", color="tab:blue", markersize=3)
+        for i, c in enumerate(others):
+            j = list(x).index(c)
+            if np.isfinite(y[j]):
+                ax.plot([c], [y[j]], "s", color="tab:orange", markersize=8,
+                        label="other candidates" if i == 0 else None)
+                ax.annotate(f"k={c}", (c, y[j]), textcoords="offset points", xytext=(0, 8), ha="center",
+                            fontsize=8, color="tab:orange")
+        if chosen_k in set(x.tolist()) and np.isfinite(y[list(x).index(chosen_k)]):
+            yc = y[list(x).index(chosen_k)]
+            ax.plot([chosen_k], [yc], "o", color="tab:red", markersize=10, label=f"chosen: k={chosen_k}")
+        if elbow_k is not None and ax is bottom:
+            ax.axvline(elbow_k, color="gray", linestyle="--", linewidth=1, label=f"elbow: k={elbow_k}")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    bottom.set_xlabel("k (number of clusters)")
+    fig.suptitle(title)
+    return fig

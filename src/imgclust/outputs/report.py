@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import io
 import logging
@@ -376,6 +377,33 @@ class ClusterView:
     thumbs: list[Thumb]
 
 
+SWEEP_CSV = "sweep.csv"
+
+
+def k_choice_view(out_dir: Path, summary: dict[str, Any], k: int, figures: Path | None) -> dict[str, Any] | None:
+    """What the report shows of an automatic k: the candidates with their reasons and the criteria curves
+    (silhouette and inertia against k, chosen k and candidates marked), from summary.json and sweep.csv;
+    also for a ``--k`` rerun that took one of those candidates. None for a run with a fixed k or without
+    its sweep.csv."""
+    path = out_dir / SWEEP_CSV
+    if not (summary.get("k_auto") or summary.get("k_from_sweep")) or not path.is_file():
+        return None
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("k")]
+    if not rows:
+        return None
+
+    def column(name: str) -> np.ndarray:
+        return np.array([float(r.get(name) or "nan") for r in rows], dtype=float)
+
+    candidates = [c for c in summary.get("k_candidates") or [] if isinstance(c, dict) and "k" in c]
+    figure = cached_figure_uri(figures, "k_choice_figure", np.array([int(r["k"]) for r in rows]),
+                               column("silhouette"), column("inertia"), chosen_k=k,
+                               candidates=tuple(int(c["k"]) for c in candidates), elbow_k=summary.get("elbow_k"))
+    return {"figure": figure, "candidates": [{"k": int(c["k"]), "reason": c.get("reason", ""),
+                                              "chosen": int(c["k"]) == k} for c in candidates]}
+
+
 def _environment() -> Any:
     import jinja2
 
@@ -464,9 +492,12 @@ def write_report(out_dir: str | os.PathLike[str], *, max_thumbs: int = MAX_THUMB
         plots["centroids"] = cached_figure_uri(figures, "centroid_figure", data["centers"])
     sweep = [(name, png_data_uri((out_dir / name).read_bytes())) for name in SWEEP_PLOTS if (out_dir / name).is_file()]
 
+    k_choice = k_choice_view(out_dir, summary, k, figures)
+
     failed = [r for r in rows if r.get("status") != "ok"]
     html = _environment().get_template("report.html.j2").render(
         s=summary, k=k, n_ok=len(ok), clusters=clusters, evaluation=evaluation, plots=plots, sweep=sweep,
+        k_choice=k_choice,
         failed=failed[:MAX_FAILED_LISTED], n_failed=len(failed), n_near=n_near, n_far=n_far,
         map_title=MAP_TITLES.get(str(data["map_method"]), "") if data is not None else "",
     )

@@ -51,12 +51,28 @@ def assignments_table(records: Sequence[ImageRecord], labels_pred: np.ndarray, d
     return rows
 
 
+class _LineFeedRows(io.StringIO):
+    r"""A buffer for a csv writer told to end rows with ``\r\n``: it stores ``\n`` instead.
+
+    The csv module quotes a field only when it holds a character of the row terminator; rows ended by
+    ``\n`` alone would leave a field holding ``\r`` unquoted, and a reader would split the row there.
+    Writing with ``\r\n`` quotes fields holding either, and each row (one write call) still ends in ``\n``.
+    """
+
+    def write(self, s: str) -> int:
+        return super().write(s[:-2] + "\n" if s.endswith("\r\n") else s)
+
+
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> Path:
-    """Write rows as CSV (UTF-8, header first) atomically."""
+    r"""Write rows as CSV (UTF-8, header first, rows ending in ``\n``) atomically.
+
+    Any text round-trips through :func:`read_csv`: fields holding a comma, a quote, ``\r`` or ``\n``
+    are quoted.
+    """
     if columns is None:
         columns = list(rows[0].keys()) if rows else []
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    buf = _LineFeedRows()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\r\n")
     w.writeheader()
     for row in rows:
         w.writerow(row)
@@ -96,5 +112,10 @@ def read_assignments(out_dir: Path) -> list[dict[str, str]]:
     path = Path(out_dir) / ASSIGNMENTS
     if not path.is_file():
         raise InputError(f"{out_dir} holds no {ASSIGNMENTS}: it is not the output folder of an imgclust run.")
+    return read_csv(path)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    r"""The rows of a CSV file written by :func:`write_csv` (``newline=""``: a quoted ``\r`` stays in its field)."""
     with open(path, encoding="utf-8", newline="") as fh:
         return list(csv.DictReader(fh))
