@@ -27,7 +27,7 @@ k at 1M <= 15 min; the near-duplicate 50,000 set >= 0.95 one-to-one.
 Run from the repository root:
     PYTHONPATH=src python bench/scale.py --sizes 10000,50000 --data copies
     PYTHONPATH=src python bench/scale.py --sizes 1000000 --k 100 --methods spectral,kmeans
-    PYTHONPATH=src python bench/scale.py --sizes 1000000 --auto --methods spectral
+    PYTHONPATH=src python bench/scale.py --sizes 1000000 --data draws --k 100 --methods spectral,spectral:auto
 """
 
 from __future__ import annotations
@@ -89,6 +89,16 @@ def write_memmap(path: Path, chunks: Iterator[tuple[np.ndarray, np.ndarray]], n:
     return np.concatenate(labels)
 
 
+def peak_rss_gb() -> float:
+    """This process's peak resident memory: VmHWM of /proc/self/status. Not getrusage's ru_maxrss:
+    a child started by subprocess (vfork, then exec) inherits the parent's peak there, and the parent
+    has just written the vectors through a memory map."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024**2
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
 def child(args: argparse.Namespace) -> None:
     """One fit in this process: print a JSON line with its time, peak RSS and scores."""
     from imgclust.cluster import cluster
@@ -98,10 +108,12 @@ def child(args: argparse.Namespace) -> None:
     X = np.load(args.data, mmap_mode="r", allow_pickle=False)
     y = np.load(args.labels, allow_pickle=False)
     method, options = args.method, {}
+    auto = args.auto or method.endswith(":auto")
+    method = method.removesuffix(":auto")
     if method == "spectral-exact":
         method, options = "spectral", {"sample_size": len(X), "duplicate_radius": None}
     t0 = time.perf_counter()
-    if args.auto:
+    if auto:
         choice = choose_k(X, (2, 30), method=method, seed=0, **options)
         result, k_sample = choice.result, choice.sample_size
     else:
@@ -111,7 +123,7 @@ def child(args: argparse.Namespace) -> None:
     conf = confusion(y, result.labels)
     print(json.dumps({
         "seconds": seconds, "cpu_seconds": (lambda u: u.ru_utime + u.ru_stime)(resource.getrusage(resource.RUSAGE_SELF)),
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "peak_rss_gb": peak_rss_gb(),
         "acc": conf.accuracy_hungarian(), "nmi": conf.nmi(), "k": result.k,
         "k_sample": k_sample, "sample": info.get("sample_size"), "nodes": info.get("graph_nodes"),
         "components": info.get("graph_components"),
@@ -122,7 +134,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated n")
     ap.add_argument("--data", default="copies,draws", help="copies, draws or both")
-    ap.add_argument("--methods", default="spectral,kmeans", help="spectral, kmeans, spectral-exact")
+    ap.add_argument("--methods", default="spectral,kmeans",
+                    help="spectral, kmeans, spectral-exact; NAME:auto chooses k over 2-30 with that method")
     ap.add_argument("--k", type=int, default=0, help="clusters (default: the number of classes)")
     ap.add_argument("--auto", action="store_true", help="choose k automatically over 2-30")
     ap.add_argument("--noise", type=float, default=0.05, help="relative noise of the copies")
