@@ -144,3 +144,16 @@ def test_rows_outside_the_sample_search_a_projection_and_keep_full_space_copy_si
     assert r.info["rest_index"]["dims"] == 16
     together = sum(len(set(r.labels[item == i].tolist())) == 1 for i in range(400))
     assert together >= 396 and accuracy_hungarian(yc, r.labels) >= 0.97
+
+
+def test_a_graph_in_parts_is_solved_part_by_part():
+    from imgclust.cluster.spectral import knn_graph, spectral_embedding_of
+
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.normal(0, 1, (10, 64)) * 10, 60, axis=0) + rng.normal(0, 1, (600, 64))
+    W = knn_graph(unit_rows(X), 10)
+    vals, U = spectral_embedding_of(W, 12, seed=0)
+    np.testing.assert_allclose(vals[:10], 1.0, atol=1e-8)  # once per part
+    assert vals[10] < 0.999 and U.shape == (600, 12)
+    labels = cluster(X, 10, duplicate_radius=None).labels
+    assert all(len(set(labels[i * 60:(i + 1) * 60].tolist())) == 1 for i in range(10))

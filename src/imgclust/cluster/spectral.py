@@ -73,6 +73,8 @@ REST_DIMS = 128
 REST_SVD_ROWS = 5_000
 # Below this many samples a dense eigendecomposition is simpler and just as fast.
 _DENSE_BELOW = 500
+# A graph in at most this many separate parts is eigen-solved part by part.
+_BLOCKWISE_MAX = 64
 
 
 def knn_cosine(Z: np.ndarray, n_neighbors: int) -> np.ndarray:
@@ -108,14 +110,43 @@ def knn_graph(Z: np.ndarray, n_neighbors: int) -> Any:
 def spectral_embedding_of(W: Any, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` leading eigenvectors of the normalised adjacency ``D^-1/2 W D^-1/2`` of graph ``W``.
 
+    A graph in a few separate parts (at most :data:`_BLOCKWISE_MAX`) is solved part by part and the
+    k largest eigenvalues of all parts are kept (the spectrum of a block-diagonal matrix is the union
+    of its blocks'): the eigenvalue 1 then repeats once per part, and a Lanczos solver (ARPACK) on
+    the whole matrix does not reliably find every copy of a repeated eigenvalue. Measured on 20,000
+    Gaussian draws around 10 class means, a graph of 10 separate classes: one-to-one accuracy 0.65
+    solved whole, 1.0 part by part.
+
     Returns:
         (eigenvalues (k,), largest first; embedding of shape (n_nodes, k), float64).
     """
     from scipy.sparse import diags
+    from scipy.sparse.csgraph import connected_components
 
     n = W.shape[0]
     d_inv_sqrt = 1.0 / np.sqrt(np.maximum(np.asarray(W.sum(axis=1)).ravel(), 1e-12))
-    M = diags(d_inv_sqrt) @ W @ diags(d_inv_sqrt)
+    M = (diags(d_inv_sqrt) @ W @ diags(d_inv_sqrt)).tocsr()
+    n_comp, comp = connected_components(W, directed=False)
+    if not 1 < n_comp <= _BLOCKWISE_MAX:
+        return _leading_eigen(M, k, seed)
+    found: list[tuple[float, int, int]] = []  # (eigenvalue, part, column)
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    for c in range(n_comp):
+        members = np.flatnonzero(comp == c)
+        vals, vecs = _leading_eigen(M[members][:, members], min(k, len(members)), seed)
+        parts.append((members, vecs))
+        found += [(float(v), c, j) for j, v in enumerate(vals)]
+    found.sort(key=lambda t: (-t[0], t[1], t[2]))  # largest first; ties by part, then column
+    U = np.zeros((n, k))
+    for col, (_, c, j) in enumerate(found[:k]):
+        members, vecs = parts[c]
+        U[members, col] = vecs[:, j]
+    return np.array([t[0] for t in found[:k]]), U
+
+
+def _leading_eigen(M: Any, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest eigenpairs of symmetric sparse ``M``, largest first (dense below 500 rows)."""
+    n = M.shape[0]
     if n < _DENSE_BELOW or k >= n // 2:
         vals, vecs = np.linalg.eigh(M.toarray())
         vals, vecs = vals[-k:], vecs[:, -k:]
