@@ -1,17 +1,21 @@
-"""Extraction throughput, side by side in one run: ours against the original loop and the hardware limit.
+"""Extraction throughput of every EfficientNet-Lite variant at fp32 and int8, side by side in one run.
 
-Prints images/s for
+For each variant x precision prints images/s for
   (a) ours end to end: file path -> vector through ``imgclust.features.extract.extract`` (no cache):
       batched ONNX Runtime, decoding and resizing in threads overlapped with the network, draft() JPEGs;
+  (c) the network alone on pre-decoded input batches (uint8 pixels);
+and, once, for Lite0 fp32:
   (b) the original method's loop: decode the full image, resize, one eager PyTorch forward per image;
-  (c) the network alone on pre-decoded 224x224 batches (uint8 pixels) with the fastest runtime (the limit);
-  (d) decoding + resizing alone, one thread (to show how much work (a) overlaps with the network);
-and the ratios a/c (goal >= 0.8) and a/b (goal >= 3). Then (a) again on a folder of large photos
-(4000x3000 JPEGs made in a temporary folder by upscaling real ones).
+  (d) decoding + resizing alone, one thread.
+Ratios printed: int8 / fp32 of the network alone and end to end per variant, every configuration's end to
+end against Lite0 fp32's (today's default) and against the original loop (b). Rounds are interleaved
+(every configuration once per round, best round kept), so a changing machine load hits all of them alike.
+Optionally (a) for Lite0 again on a folder of large photos (4000x3000 JPEGs made by upscaling real ones).
 
-Run from the repository root:
-    PYTHONPATH=src python bench/extract.py                 # all 1000 images, 100 large photos
-    PYTHONPATH=src python bench/extract.py --n 200 --large 20   # quick
+Run from the repository root (graphs are exported and quantised into the usual cache folder the first
+time, or into a temporary one with --fresh-models):
+    PYTHONPATH=src python bench/extract.py                              # 500 images, 4 rounds
+    PYTHONPATH=src python bench/extract.py --n 200 --repeat 1 --variants efficientnet-lite0   # quick
 """
 
 from __future__ import annotations
@@ -33,23 +37,41 @@ REPO = Path(__file__).resolve().parents[1]
 # The checkout sits next to shared/ (or one level deeper, in a worktree folder).
 DEFAULT_DATASET = next((p / "shared" / "datasets" / "dogs-vs-cats-1000" for p in (REPO.parent, REPO.parent.parent)
                         if (p / "shared" / "datasets").is_dir()), REPO.parent / "shared" / "datasets" / "dogs-vs-cats-1000")
+VARIANTS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+PRECISIONS = ("fp32", "int8")
 
 
 def rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
 
+class Clock:
+    """Wall time and this process's CPU time (all its threads) of one measured pass."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+# CPU milliseconds per image of the last pass of each kind (a machine shared with other work slows the
+# wall clock far more than it changes the CPU time a pass needs).
+CPU_MS: dict[str, float] = {}
+
+
 def bench_ours(records: list, extractor, batch_size: int, decode_threads: int | None) -> float:
-    t0 = time.perf_counter()
-    ex = extract(records, extractor, cache=None, batch_size=batch_size, decode_threads=decode_threads)
-    seconds = time.perf_counter() - t0
+    with Clock() as clock:
+        ex = extract(records, extractor, cache=None, batch_size=batch_size, decode_threads=decode_threads)
     if ex.n_computed != len(records):
         raise SystemExit(f"only {ex.n_computed} of {len(records)} images were embedded")
-    return rate(len(records), seconds)
+    CPU_MS["a"] = 1000 * clock.cpu / len(records)
+    return rate(len(records), clock.wall)
 
 
 def predecode(records: list, extractor, batch_size: int) -> tuple[list[np.ndarray], float]:
-    """(pre-decoded 224x224 input batches, decode+resize images/s on one thread)."""
+    """(pre-decoded input batches, decode+resize images/s on one thread)."""
     from imgclust.io.decode import decode
 
     t0 = time.perf_counter()
@@ -59,29 +81,40 @@ def predecode(records: list, extractor, batch_size: int) -> tuple[list[np.ndarra
 
 
 def bench_network(batches: list[np.ndarray], extractor) -> float:
-    t0 = time.perf_counter()
-    for b in batches:
-        extractor.embed(b)
-    return rate(sum(len(b) for b in batches), time.perf_counter() - t0)
+    n = sum(len(b) for b in batches)
+    with Clock() as clock:
+        for b in batches:
+            extractor.embed(b)
+    CPU_MS["c"] = 1000 * clock.cpu / n
+    return rate(n, clock.wall)
 
 
-def bench_original(records: list, extractor) -> float:
-    """The original method: full decode, resize, scale in NumPy, one eager PyTorch forward per image."""
+def reference_network(extractor):
     import torch
 
-    from imgclust.features.efficientnet import MEAN, STD, build_reference_network
+    from imgclust.features.efficientnet import build_reference_network
 
     torch.set_num_threads(default_threads())
     net = build_reference_network(extractor.name)
     with torch.inference_mode():
         net.extract_features(torch.zeros(1, 3, extractor.image_size, extractor.image_size))  # warm-up
-        t0 = time.perf_counter()
+    return net
+
+
+def bench_original(records: list, extractor, net) -> float:
+    """The original method: full decode, resize, scale in NumPy, one eager PyTorch forward per image."""
+    import torch
+
+    from imgclust.features.efficientnet import MEAN, STD
+
+    with torch.inference_mode(), Clock() as clock:
         for r in records:
             with Image.open(r.path) as img:
                 pixels = extractor.prepare(img.convert("RGB"))
             x = ((pixels.astype(np.float32) - MEAN) / STD).transpose(2, 0, 1)[None]
             net.extract_features(torch.from_numpy(np.ascontiguousarray(x))).mean(dim=(2, 3))
-    return rate(len(records), time.perf_counter() - t0)
+    CPU_MS["b"] = 1000 * clock.cpu / len(records)
+    return rate(len(records), clock.wall)
 
 
 def make_large_photos(records: list, n: int, folder: Path, size: tuple[int, int] = (4000, 3000)) -> None:
@@ -93,44 +126,80 @@ def make_large_photos(records: list, n: int, folder: Path, size: tuple[int, int]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    ap.add_argument("--n", type=int, default=1000, help="images for (a), (c), (d) (default 1000)")
-    ap.add_argument("--n-original", type=int, default=200, help="images for the slow loop (b) (default 200)")
-    ap.add_argument("--large", type=int, default=100, help="4000x3000 photos for the large-photo run (0: skip)")
+    ap.add_argument("--n", type=int, default=500, help="images for (a), (c), (d) (default 500)")
+    ap.add_argument("--n-original", type=int, default=100, help="images for the slow loop (b) (default 100)")
+    ap.add_argument("--large", type=int, default=0, help="4000x3000 photos for a Lite0 large-photo run (default 0: skip)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--decode-threads", type=int, default=None, help="default: one per core")
-    ap.add_argument("--features", default="efficientnet-lite0")
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="rounds of (c) then (a), interleaved; the best of each is kept (default 3)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated (default: all three)")
+    ap.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated (default: fp32,int8)")
+    ap.add_argument("--repeat", type=int, default=4,
+                    help="rounds of (c) and (a) for every configuration and (b), interleaved; best of each kept "
+                         "(default 4)")
+    ap.add_argument("--fresh-models", action="store_true",
+                    help="export and quantise the graphs into a temporary folder instead of the cache folder")
     args = ap.parse_args()
     if not args.dataset.is_dir():
         raise SystemExit(f"dataset not found: {args.dataset} (see shared/datasets/MANIFEST.md)")
 
     records = [r for r in discover(args.dataset) if r.ok][: args.n]
-    with tempfile.TemporaryDirectory(prefix="imgclust-bench-models-") as models:
-        extractor = get_extractor(args.features, model_dir=models)
-        print(f"{args.features} on {args.dataset.name}: {len(records)} images, batch {args.batch_size}, "
-              f"runtime {extractor.runtime}, {default_threads()} cores, load average {os.getloadavg()[0]:.1f}, "
-              f"best of {max(1, args.repeat)} for (a) and (c)")
-        extractor.embed(extractor.prepare(Image.new("RGB", (64, 64)))[None])  # build + warm
-        batches, d = predecode(records, extractor, args.batch_size)
-        a = c = 0.0
-        for _ in range(max(1, args.repeat)):  # interleaved, so a changing machine load hits both alike
-            c = max(c, bench_network(batches, extractor))
-            a = max(a, bench_ours(records, extractor, args.batch_size, args.decode_threads))
-        b = bench_original(records[: args.n_original], extractor)
-        print(f"(a) ours, end to end          {a:8.1f} images/s")
-        print(f"(b) original loop (per image) {b:8.1f} images/s  ({min(args.n_original, len(records))} images)")
-        print(f"(c) network alone (the limit) {c:8.1f} images/s")
-        print(f"(d) decode+resize, 1 thread   {d:8.1f} images/s  (serial a would be {1 / (1 / c + 1 / d):.1f})")
-        print(f"a/c = {a / c:.2f}  (goal >= 0.8)")
-        print(f"a/b = {a / b:.2f}  (goal >= 3)")
+    configs = [(v, p) for v in args.variants.split(",") for p in args.precisions.split(",")]
+    with tempfile.TemporaryDirectory(prefix="imgclust-bench-models-") as tmp_models:
+        model_dir = {"model_dir": tmp_models} if args.fresh_models else {}
+        extractors = {(v, p): get_extractor(v, precision=p, **model_dir) for v, p in configs}
+        print(f"{args.dataset.name}: {len(records)} images, batch {args.batch_size}, {default_threads()} cores, "
+              f"load average {os.getloadavg()[0]:.1f}, best of {max(1, args.repeat)} interleaved rounds")
+        batches = {}
+        d = None
+        for (v, p), ex in extractors.items():
+            if ex.precision != p:
+                print(f"  {v} {p}: {ex.precision_note}")
+            ex.embed(ex.prepare(Image.new("RGB", (64, 64)))[None])  # export/quantise + warm
+            if v not in batches:
+                batches[v], d_v = predecode(records, ex, args.batch_size)
+                d = d_v if v == "efficientnet-lite0" else d
+        a = dict.fromkeys(configs, 0.0)
+        c = dict.fromkeys(configs, 0.0)
+        b = 0.0
+        inf = float("inf")
+        cpu_a, cpu_c, cpu_b = dict.fromkeys(configs, inf), dict.fromkeys(configs, inf), inf
+        base = extractors.get(("efficientnet-lite0", "fp32")) or next(iter(extractors.values()))
+        originals = records[: args.n_original]
+        net = reference_network(base)
+        for _ in range(max(1, args.repeat)):  # a changing machine load hits every configuration alike
+            for key, ex in extractors.items():
+                c[key] = max(c[key], bench_network(batches[key[0]], ex))
+                cpu_c[key] = min(cpu_c[key], CPU_MS["c"])
+                a[key] = max(a[key], bench_ours(records, ex, args.batch_size, args.decode_threads))
+                cpu_a[key] = min(cpu_a[key], CPU_MS["a"])
+            b = max(b, bench_original(originals, base, net))
+            cpu_b = min(cpu_b, CPU_MS["b"])
+        base_key = (base.name, base.precision)
+        print(f"\n{'variant':20s} {'precision':9s} {'(a) end to end':>15s} {'(c) network':>12s} {'a/c':>5s} "
+              f"{'a / a(' + base.name[-5:] + ' ' + base.precision + ')':>22s} {'a/b':>6s}")
+        for (v, p) in configs:
+            print(f"{v:20s} {p:9s} {a[(v, p)]:11.1f} i/s {c[(v, p)]:8.1f} i/s {a[(v, p)] / c[(v, p)]:5.2f} "
+                  f"{a[(v, p)] / a.get(base_key, a[(v, p)]):22.2f} {a[(v, p)] / b:6.2f}")
+        print("\nCPU time per image (all threads; less sensitive to other work on the machine), ratios by CPU time:")
+        print(f"{'variant':20s} {'precision':9s} {'(a) ms':>8s} {'(c) ms':>8s} {'a vs lite0 fp32':>16s} {'a vs b':>7s}")
+        for (v, p) in configs:
+            print(f"{v:20s} {p:9s} {cpu_a[(v, p)]:8.1f} {cpu_c[(v, p)]:8.1f} "
+                  f"{cpu_a.get(base_key, cpu_a[(v, p)]) / cpu_a[(v, p)]:15.2f}x {cpu_b / cpu_a[(v, p)]:6.2f}x")
+        print(f"(b) original loop: {cpu_b:.1f} CPU ms per image")
+        print(f"\n(b) original loop, {base.name} fp32 per image: {b:.1f} images/s ({len(originals)} images)")
+        if d is not None:
+            print(f"(d) decode+resize for Lite0, 1 thread: {d:.1f} images/s")
+        for v in args.variants.split(","):
+            if (v, "fp32") in a and (v, "int8") in a:
+                print(f"{v}: int8/fp32 network alone {c[(v, 'int8')] / c[(v, 'fp32')]:.2f}x, "
+                      f"end to end {a[(v, 'int8')] / a[(v, 'fp32')]:.2f}x")
         if args.large > 0:
             with tempfile.TemporaryDirectory(prefix="imgclust-bench-large-") as tmp:
                 make_large_photos(records, args.large, Path(tmp))
                 large = [r for r in discover(tmp) if r.ok]
-                a_large = bench_ours(large, extractor, args.batch_size, args.decode_threads)
-                print(f"(a) ours on {len(large)} 4000x3000 JPEGs  {a_large:8.1f} images/s  "
-                      f"({a_large / c:.2f} of the limit)")
+                a_large = bench_ours(large, base, args.batch_size, args.decode_threads)
+                print(f"(a) {base.name} {base.precision} on {len(large)} 4000x3000 JPEGs  {a_large:8.1f} images/s  "
+                      f"({a_large / c[base_key]:.2f} of the network alone)")
 
 
 if __name__ == "__main__":

@@ -36,14 +36,17 @@ from imgclust.cluster import list_clusterers
 from imgclust.features import get_extractor
 
 REPO = Path(__file__).resolve().parents[1]
-FIELDS = ["dataset", "variant", "n", "k", "method", "accuracy_hungarian", "accuracy_majority", "nmi", "ari", "seconds"]
+FIELDS = ["features", "precision", "dataset", "variant", "n", "k", "method", "accuracy_hungarian", "accuracy_majority", "nmi", "ari", "seconds"]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", type=Path, default=REPO.parent / "shared" / "datasets",
                     help="folder whose subfolders are labelled datasets (<dataset>/<class>/<image>)")
-    ap.add_argument("--features", default=imgclust.RunConfig().features, help="feature extractor")
+    ap.add_argument("--features", default=imgclust.RunConfig().features,
+                    help="feature extractor, or several separated by commas (one table block each)")
+    ap.add_argument("--precision", default=None,
+                    help="fp32, int8 or fp32,int8 for EfficientNet-Lite features (default: the extractor's default)")
     ap.add_argument("--cache", type=Path, default=None, help="embedding cache folder (default: the usual one)")
     ap.add_argument("--methods", default=None, help="comma-separated methods (default: every registered one)")
     ap.add_argument("--seed", type=int, default=0)
@@ -56,8 +59,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"No datasets folder at {args.datasets}; pass --datasets.", file=sys.stderr)
         return 2
     methods = args.methods.split(",") if args.methods else [s.name for s in list_clusterers()]
-    config = imgclust.RunConfig(features=args.features, labels="folder")
+    precisions: list[str | None] = args.precision.split(",") if args.precision else [None]
+    rows: list[dict] = []
+    for features in args.features.split(","):
+        for precision in precisions:
+            config = imgclust.RunConfig(features=features, labels="folder",
+                                        feature_options={"precision": precision} if precision else {})
+            rows += quality_rows(args, config, methods, precision or "default")
+    if args.subsets:
+        print_subset_summary(rows, methods)
+    if len(args.features.split(",")) * len(precisions) > 1:
+        print_variant_table(rows, methods)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(args.out, buf.getvalue())
+    print(f"wrote {args.out}")
+    return 0
+
+
+def quality_rows(args: argparse.Namespace, config: imgclust.RunConfig, methods: list[str], precision: str) -> list[dict]:
+    """The rows of one extractor configuration (features x precision) on every dataset and its variants."""
     rows = []
+    print(f"\n{config.features} ({precision})")
     header = (f"{'dataset':24s} {'variant':12s} {'n':>5s} {'k':>3s} {'method':10s} {'acc 1:1':>8s} {'acc n:1':>8s} "
               f"{'NMI':>6s} {'ARI':>6s} {'s':>7s}")
     print(header)
@@ -79,22 +104,31 @@ def main(argv: list[str] | None = None) -> int:
                 result = imgclust.cluster(Xv, k, method=method, seed=args.seed)
                 seconds = time.perf_counter() - t0
                 m = imgclust.evaluate(yv, result.labels[:len(yv)])  # junk rows (appended) are not scored
-                row = {"dataset": ds.name, "variant": variant, "n": len(Xv), "k": k, "method": method,
+                row = {"features": config.features, "precision": precision, "dataset": ds.name, "variant": variant,
+                       "n": len(Xv), "k": k, "method": method,
                        **{key: round(m[key], 4) for key in ("accuracy_hungarian", "accuracy_majority", "nmi", "ari")},
                        "seconds": round(seconds, 2)}
                 rows.append(row)
                 print(f"{ds.name:24s} {variant:12s} {row['n']:5d} {k:3d} {method:10s} {row['accuracy_hungarian']:8.4f} "
                       f"{row['accuracy_majority']:8.4f} {row['nmi']:6.4f} {row['ari']:6.4f} {row['seconds']:7.2f}",
                       flush=True)
-    if args.subsets:
-        print_subset_summary(rows, methods)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(args.out, buf.getvalue())
-    print(f"wrote {args.out}")
-    return 0
+    return rows
+
+
+def print_variant_table(rows: list[dict], methods: list[str]) -> None:
+    """One line per features x precision x method: one-to-one accuracy on each full dataset (and the subsets' mean)."""
+    datasets = sorted({r["dataset"] for r in rows})
+    print("\none-to-one accuracy per features x precision (full datasets; subsets: mean over the random subsets)")
+    print(f"{'features':22s} {'precision':9s} {'method':10s} " + " ".join(f"{d[:20]:>20s}" for d in datasets)
+          + f" {'subsets':>8s}")
+    configs = dict.fromkeys((r["features"], r["precision"], r["method"]) for r in rows)
+    for features, precision, method in configs:
+        mine = [r for r in rows if (r["features"], r["precision"], r["method"]) == (features, precision, method)]
+        full = {r["dataset"]: r["accuracy_hungarian"] for r in mine if r["variant"] == "full"}
+        subsets = [r["accuracy_hungarian"] for r in mine if r["variant"].startswith("subset")]
+        cells = " ".join(f"{full[d]:20.4f}" if d in full else f"{'-':>20s}" for d in datasets)
+        print(f"{features:22s} {precision:9s} {method:10s} {cells} "
+              + (f"{np.mean(subsets):8.4f}" if subsets else f"{'-':>8s}"))
 
 
 def class_subsets(y: np.ndarray, count: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -129,9 +163,10 @@ def junk_vectors(config: imgclust.RunConfig, count: int) -> np.ndarray:
 def print_subset_summary(rows: list[dict], methods: list[str]) -> None:
     """Mean one-to-one accuracy over the subsets per method, and where each is below plain k-means."""
     subsets = [r for r in rows if r["variant"].startswith("subset")]
-    by_case: dict[tuple[str, str], dict[str, float]] = {}
+    by_case: dict[tuple[str, ...], dict[str, float]] = {}
     for r in subsets:
-        by_case.setdefault((r["dataset"], r["variant"]), {})[r["method"]] = r["accuracy_hungarian"]
+        by_case.setdefault((r["features"], r["precision"], r["dataset"], r["variant"]), {})[r["method"]] = \
+            r["accuracy_hungarian"]
     print(f"\nover {len(by_case)} random class subsets (one-to-one accuracy):")
     for method in methods:
         acc = np.array([case[method] for case in by_case.values()])

@@ -86,9 +86,10 @@ def test_new_images_go_to_their_class_cluster_and_odd_ones_are_outliers(fitted: 
 
 def test_transform_recorded_by_a_clusterer_is_saved_and_replayed(tmp_path: Path):
     rng = np.random.default_rng(0)
-    X = np.r_[rng.normal(0, 1, (20, 6)), rng.normal(4, 1, (20, 6))].astype(np.float32)
-    steps = [{"op": "l2_normalize"}, {"op": "subtract", "vector": rng.normal(size=6).tolist()},
-             {"op": "scale", "vector": np.full(6, 2.0)}, {"op": "project", "matrix": rng.normal(size=(6, 3))}]
+    # 12 features: the vectors of the extractor saved with the model (pixels, size 2), as a loaded model checks
+    X = np.r_[rng.normal(0, 1, (20, 12)), rng.normal(4, 1, (20, 12))].astype(np.float32)
+    steps = [{"op": "l2_normalize"}, {"op": "subtract", "vector": rng.normal(size=12).tolist()},
+             {"op": "scale", "vector": np.full(12, 2.0)}, {"op": "project", "matrix": rng.normal(size=(12, 3))}]
     fit = cluster(apply_transform(X, steps), 2, method="kmeans", seed=0)
     result = ClusterResult(fit.labels, fit.centers, fit.distances, fit.inertia, 2, 0, "kmeans",
                            info={"transform": steps})
@@ -96,7 +97,7 @@ def test_transform_recorded_by_a_clusterer_is_saved_and_replayed(tmp_path: Path)
                {"cluster_names": {"0": "left", "1": "right"}})
     doc = json.loads((tmp_path / "m" / "model.json").read_text())
     assert [s["op"] for s in doc["transform"]] == ["l2_normalize", "subtract", "scale", "project"]
-    assert doc["transform"][3]["matrix"] == {"npz": "transform_3_matrix", "shape": [6, 3]}
+    assert doc["transform"][3]["matrix"] == {"npz": "transform_3_matrix", "shape": [12, 3]}
     assert doc["clusters"][0]["name"] == "left"
     model = load_model(tmp_path / "m")
     assert model.cluster_names == {"0": "left", "1": "right"}

@@ -739,12 +739,14 @@ def test_unreadable_cache_metadata_is_not_trusted(three_good_two_bad: Path, tmp_
     assert not (tmp_path / "out").exists()
 
 
-def test_damaged_cache_part_is_ignored_and_recomputed(three_good_two_bad: Path, tmp_path: Path):
+def test_damaged_cache_store_is_ignored_and_recomputed(three_good_two_bad: Path, tmp_path: Path):
     cache = tmp_path / "cache"
     args = ["run", str(three_good_two_bad), "--k", "2", "--features", "pixels", "--cache", str(cache), "-q"]
     assert _invoke([*args, "--out", str(tmp_path / "a")])[0] == 0
-    for part in cache.rglob("part-*.npz"):
-        part.write_bytes(b"PK\x03\x04 damaged")
+    segments = list(cache.rglob("seg-*.f32"))
+    assert segments
+    for segment in segments:
+        segment.write_bytes(b"damaged")
     code, text = _invoke([*args, "--out", str(tmp_path / "b")])
     assert code == 0, text
     a = (tmp_path / "a" / "assignments.csv").read_text()
@@ -793,7 +795,7 @@ def test_every_numpy_load_refuses_pickles():
 # ---------------------------------------------------------------------------------------------
 # Damaged files of every format: decode never raises (seeded random byte flips and cuts).
 
-KNOWN_STATUSES = {"ok", "not_an_image", "truncated", "too_large", "corrupt", "unreadable", "permission_denied"}
+KNOWN_STATUSES = {"ok", "not_an_image", "unsupported_format", "truncated", "too_large", "corrupt", "unreadable", "permission_denied"}
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "ICO", "PPM"])

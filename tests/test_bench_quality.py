@@ -54,3 +54,23 @@ def test_quality_run_with_subsets_and_junk(tmp_path: Path, capsys) -> None:
     junk = [r for r in rows if r["variant"] == "+3 junk"]
     assert all(int(r["n"]) == 27 for r in junk)
     assert "over 2 random class subsets" in capsys.readouterr().out
+
+
+def test_quality_table_per_features(tmp_path: Path, capsys) -> None:
+    q = _bench()
+    root = tmp_path / "datasets" / "toy"
+    rng = np.random.default_rng(1)
+    for c, colour in enumerate([(220, 30, 30), (30, 220, 30), (30, 30, 220)]):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(5):
+            img = np.clip(np.array(colour) + rng.normal(0, 12, (24, 24, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / f"class{c}" / f"{i}.png")
+    out = tmp_path / "q.csv"
+    assert q.main(["--datasets", str(tmp_path / "datasets"), "--features", "pixels,colour-histogram",
+                   "--methods", "kmeans", "--subsets", "1", "--cache", str(tmp_path / "c"), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert sorted({(r["features"], r["precision"]) for r in rows}) == [("colour-histogram", "default"),
+                                                                         ("pixels", "default")]
+    table = capsys.readouterr().out.split("one-to-one accuracy per features x precision")[1].splitlines()
+    assert [line.split()[:3] for line in table[2:4]] == [["pixels", "default", "kmeans"],
+                                                         ["colour-histogram", "default", "kmeans"]]

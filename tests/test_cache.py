@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import draw_image
-from imgclust.cache import COMPACT_AFTER, EmbeddingCache, file_key
+from imgclust.cache import EmbeddingCache, file_key
 from imgclust.errors import CacheError
 from imgclust.features import get_extractor
 from imgclust.features.extract import extract
@@ -117,7 +118,7 @@ def test_interrupted_extraction_resumes_from_the_last_finished_batch(tmp_path: P
     crashing = CountingExtractor(pixels, fail_after_batches=2)
     with pytest.raises(KeyboardInterrupt):
         extract(discover(images), crashing, cache=open_cache(tmp_path / "c", pixels), batch_size=7)
-    assert len(list((tmp_path / "c").glob("vectors/*/part-*.npz"))) == 2
+    assert len(open_cache(tmp_path / "c", pixels)) == 14
 
     counting = CountingExtractor(pixels)
     resumed = extract(discover(images), counting, cache=open_cache(tmp_path / "c", pixels), batch_size=7)
@@ -125,42 +126,151 @@ def test_interrupted_extraction_resumes_from_the_last_finished_batch(tmp_path: P
     np.testing.assert_array_equal(resumed.X, extract(discover(images), pixels, cache=None).X)
 
 
-def test_compaction_merges_parts_and_keeps_every_vector(tmp_path: Path) -> None:
+def test_append_is_o_batch_and_a_reader_reads_only_its_keys(tmp_path: Path) -> None:
+    """Storing a batch appends to one segment file (nothing older is rewritten); get_many reads only what it asks."""
     rng = np.random.default_rng(0)
     cache = EmbeddingCache(tmp_path, "test-id", 4)
-    data = {f"k{i}": rng.standard_normal(4).astype(np.float32) for i in range(COMPACT_AFTER - 1)}
-    for key, row in data.items():
-        cache.put_many([key], row[None])
-    folder = tmp_path / "vectors" / "test-id"
-    assert len(list(folder.glob("part-*.npz"))) == COMPACT_AFTER - 1
-    cache.put_many(["last"], np.ones((1, 4), np.float32))  # the 64th part triggers compaction
-    data["last"] = np.ones(4, np.float32)
-    assert len(list(folder.glob("part-*.npz"))) == 1
-    cache.put_many(["after"], np.zeros((1, 4), np.float32))
-    data["after"] = np.zeros(4, np.float32)
-    stale = folder / ".part-left-by-a-killed-run.npz.abc.tmp"
-    stale.write_bytes(b"half a part")
-    os.utime(stale, (time.time() - 7200, time.time() - 7200))
-    fresh_tmp = folder / ".part-being-written-now.npz.def.tmp"
-    fresh_tmp.write_bytes(b"in progress")
-    cache.compact()
-    assert len(list(folder.glob("part-*.npz"))) == 1
-    assert not stale.exists() and fresh_tmp.exists()
-
-    reopened = EmbeddingCache(tmp_path, "test-id", 4)
-    assert len(reopened) == len(data)
-    np.testing.assert_array_equal(reopened.get_many(list(data)), np.stack(list(data.values())))
+    data = {f"k{i}": rng.standard_normal(4).astype(np.float32) for i in range(300)}
+    keys = list(data)
+    segments: list[Path] = []
+    for s in range(0, 300, 10):
+        cache.put_many(keys[s:s + 10], np.stack([data[k] for k in keys[s:s + 10]]))
+        segments = list(cache.folder.glob("seg-*.f32"))
+        assert len(segments) == 1 and segments[0].stat().st_size == 4 * 4 * (s + 10)
+    assert not list(cache.folder.glob("*.npz"))
+    other = EmbeddingCache(tmp_path, "test-id", 4)  # another run: its own segment, the same index
+    other.put_many(["new"], np.ones((1, 4), np.float32))
+    assert len(list(cache.folder.glob("seg-*.f32"))) == 2 and len(other) == 301
+    reader = EmbeddingCache(tmp_path, "test-id", 4)
+    wanted = ["k299", "new", "k3", "k3"]
+    got = reader.get_many(wanted)
+    np.testing.assert_array_equal(got, np.stack([data["k299"], np.ones(4, np.float32), data["k3"], data["k3"]]))
+    assert not hasattr(reader, "_index")  # no dict of every row
+    assert reader.contains_many(["k0", "nope", "new"]).tolist() == [True, False, True]
+    assert reader.missing(["k0", "nope"]) == ["nope"]
+    with pytest.raises(KeyError, match="'nope'"):
+        reader.get_many(["k0", "nope"])
 
 
-def test_damaged_part_is_ignored_not_trusted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_truncated_segment_is_not_trusted_and_recomputed(tmp_path: Path, pixels,  # type: ignore[no-untyped-def]
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    images = folder_of(tmp_path / "images", 12)
+    first = extract(discover(images), pixels, cache=open_cache(tmp_path / "c", pixels), batch_size=4)
+    (segment,) = (tmp_path / "c").glob("vectors/*/seg-*.f32")
+    with open(segment, "r+b") as fh:
+        fh.truncate(segment.stat().st_size // 2 + 5)  # half the rows and a torn one
+    counting = CountingExtractor(pixels)
+    again = extract(discover(images), counting, cache=open_cache(tmp_path / "c", pixels), batch_size=4)
+    assert (again.n_cached, again.n_computed, counting.embedded) == (6, 6, 6)
+    assert "damaged or missing; they will be computed again" in caplog.text
+    np.testing.assert_array_equal(again.X, first.X)
+    third = extract(discover(images), counting, cache=open_cache(tmp_path / "c", pixels), batch_size=4)
+    assert third.n_cached == 12  # re-indexed to the new rows
+
+
+def test_damaged_index_starts_afresh(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cache = EmbeddingCache(tmp_path, "test-id", 3)
     cache.put_many(["a", "b"], np.ones((2, 3), np.float32))
-    folder = tmp_path / "vectors" / "test-id"
-    (folder / "part-damaged.npz").write_bytes(b"PK\x03\x04 not really a zip")
-    np.savez(folder / "part-wrongdim.npz", keys=np.array(["c"]), X=np.ones((1, 5), np.float32))
+    cache.close()
+    for extra in cache.folder.glob("index.sqlite-*"):
+        extra.unlink()
+    (cache.folder / "index.sqlite").write_bytes(b"this is not an SQLite database" * 100)
     reopened = EmbeddingCache(tmp_path, "test-id", 3)
-    assert len(reopened) == 2 and "c" not in reopened
-    assert "Ignoring damaged cache part" in caplog.text
+    assert len(reopened) == 0 and "a" not in reopened
+    assert "index in" in caplog.text and "is damaged" in caplog.text
+    reopened.put_many(["c"], np.zeros((1, 3), np.float32))
+    assert len(EmbeddingCache(tmp_path, "test-id", 3)) == 1
+
+
+def _old_format_cache(root: Path, cache_id: str, dim: int) -> Path:
+    """A cache as the first format wrote it: meta.json format 1 and part-*.npz files."""
+    folder = root / "vectors" / cache_id
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text(json.dumps({"format": 1, "cache_id": cache_id, "dim": dim,
+                                                  "extractor": "x", "imgclust_version": "0.1.0"}))
+    return folder
+
+
+def test_old_format_cache_is_migrated_once_and_damaged_parts_dropped(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    folder = _old_format_cache(tmp_path, "test-id", 3)
+    np.savez(folder / "part-1.npz", keys=np.array(["a", "b"]), X=np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.savez(folder / "part-2.npz", keys=np.array(["c"]), X=np.full((1, 3), 7, np.float32))
+    (folder / "part-damaged.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    np.savez(folder / "part-wrongdim.npz", keys=np.array(["d"]), X=np.ones((1, 5), np.float32))
+    np.savez(folder / "part-nan.npz", keys=np.array(["e"]), X=np.full((1, 3), np.nan, np.float32))
+    cache = EmbeddingCache(tmp_path, "test-id", 3)
+    assert sorted(cache.keys()) == ["a", "b", "c"]
+    np.testing.assert_array_equal(cache.get_many(["c", "b"]), [[7, 7, 7], [3, 4, 5]])
+    migrated = [r.getMessage() for r in caplog.records if "old cache format" in r.getMessage()]
+    assert len(migrated) == 1 and "\n" not in migrated[0]
+    assert migrated[0].startswith(f"Moved 3 cached vectors from 2 files of the old cache format in {folder} into "
+                                  "the new store; dropped 3 damaged files: part-damaged.npz")
+    assert not list(folder.glob("part-*.npz"))
+    assert json.loads((folder / "meta.json").read_text())["format"] == 2
+    caplog.clear()
+    assert len(EmbeddingCache(tmp_path, "test-id", 3)) == 3 and "old cache format" not in caplog.text
+
+
+def test_old_format_cache_of_another_extractor_is_not_migrated(tmp_path: Path) -> None:
+    folder = _old_format_cache(tmp_path, "other-id", 3)
+    np.savez(folder / "part-1.npz", keys=np.array(["a"]), X=np.ones((1, 3), np.float32))
+    shutil.move(folder, tmp_path / "vectors" / "test-id")
+    with pytest.raises(CacheError, match="holds vectors of another extractor"):
+        EmbeddingCache(tmp_path, "test-id", 3)
+    assert (tmp_path / "vectors" / "test-id" / "part-1.npz").exists()
+
+
+WRITER = """
+import sys
+import numpy as np
+from imgclust.cache import EmbeddingCache
+root, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+cache = EmbeddingCache(root, "test-id", 16)
+for b in range(n):
+    keys = [f"{name}-{b}-{j}" for j in range(8)]
+    cache.put_many(keys, np.full((8, 16), b, np.float32) + np.arange(8, dtype=np.float32)[:, None])
+    if b == 5:
+        print("ready", flush=True)
+"""
+
+
+def test_two_processes_write_one_cache_at_once(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), name, "150"], env=cli_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in ("p", "q")]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()  # type: ignore[union-attr]
+    cache = EmbeddingCache(tmp_path, "test-id", 16)
+    assert len(cache) == 2 * 150 * 8 and len(list(cache.folder.glob("seg-*.f32"))) == 2
+    for name in ("p", "q"):
+        got = cache.get_many([f"{name}-{b}-{j}" for b in (0, 77, 149) for j in range(8)])
+        want = np.concatenate([np.full((8, 16), b, np.float32) + np.arange(8, dtype=np.float32)[:, None]
+                               for b in (0, 77, 149)])
+        np.testing.assert_array_equal(got, want)
+
+
+def test_kill_9_while_writing_leaves_a_usable_cache(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """Two writers; one killed with SIGKILL in the middle of its batches. Every indexed vector is whole."""
+    killed = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), "k", "100000"], env=cli_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    survivor = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), "s", "200"], env=cli_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert killed.stdout is not None and killed.stdout.readline().strip() == b"ready"
+    time.sleep(0.3)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert survivor.wait(timeout=120) == 0, survivor.stderr.read()  # type: ignore[union-attr]
+    cache = EmbeddingCache(tmp_path, "test-id", 16)
+    keys = cache.keys()
+    n_killed = sum(k.startswith("k-") for k in keys)
+    assert n_killed >= 6 * 8 and n_killed % 8 == 0  # whole batches only
+    assert sum(k.startswith("s-") for k in keys) == 200 * 8
+    X = cache.get_many(keys)
+    batch = np.array([int(k.split("-")[1]) for k in keys], np.float32)
+    row = np.array([int(k.split("-")[2]) for k in keys], np.float32)
+    np.testing.assert_array_equal(X, (batch + row)[:, None] * np.ones((1, 16), np.float32))
+    cache.put_many(["after"], np.ones((1, 16), np.float32))  # and it takes new writes
+    assert "after" in EmbeddingCache(tmp_path, "test-id", 16)
 
 
 def test_cache_of_another_extractor_is_refused(tmp_path: Path) -> None:
@@ -191,6 +301,20 @@ def test_cli_identity_content_and_second_run_from_cache(tmp_path: Path, image_fo
     assert bad.exit_code == 2 and "'inode' is not one of 'stat', 'content'" in bad.output
 
 
+def _indexed(cache_root: Path) -> int:
+    """Vectors indexed (not only appended) in the stores under ``cache_root``, read while another process writes."""
+    total = 0
+    for index in cache_root.glob("vectors/*/index.sqlite"):
+        db = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=30)
+        try:
+            total += db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        except sqlite3.OperationalError:  # the table is not created yet
+            pass
+        finally:
+            db.close()
+    return total
+
+
 @pytest.mark.slow
 def test_kill_9_mid_extraction_then_rerun_resumes_with_the_same_vectors(tmp_path: Path,
                                                                          cli_env: dict[str, str]) -> None:
@@ -204,9 +328,9 @@ def test_kill_9_mid_extraction_then_rerun_resumes_with_the_same_vectors(tmp_path
     proc = subprocess.Popen([*args, "--out", str(tmp_path / "out1")], env=cli_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while not list(cache_dir.glob("vectors/*/part-*.npz")):
+    while not _indexed(cache_dir):
         assert proc.poll() is None, f"the run ended before it wrote a batch: {proc.stderr.read()!r}"  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "no cache part after 300 s"
+        assert time.monotonic() < deadline, "no batch stored after 300 s"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

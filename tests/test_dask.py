@@ -20,11 +20,12 @@ from click.testing import CliRunner
 import imgclust
 from conftest import CLASSES, draw_image, run_cli
 from imgclust.backends import get_backend
-from imgclust.cache import EmbeddingCache, write_part
+from imgclust.cache import EmbeddingCache
 from imgclust.cli import main
 from imgclust.cluster.kmeans import ArrayAssigner, lloyd
 from imgclust.errors import ParameterError
 from imgclust.metrics import evaluate
+from imgclust.store import VectorStore
 
 pytest.importorskip("distributed")
 
@@ -68,13 +69,27 @@ def same_outputs(a: Path, b: Path) -> None:
             assert p.read_bytes() == q.read_bytes(), p.relative_to(a)
 
 
+def _vector_stores(cache_root: Path) -> list[Path]:
+    """The meta.json of each extractor's store under ``cache_root`` (not the quality measurements' store)."""
+    return [m for m in cache_root.glob("vectors/*/meta.json") if not m.parent.name.startswith("quality-")]
+
+
 def part_rows(cache_root: Path) -> list[str]:
-    """Every key in every part file of a cache (duplicates included)."""
+    """Every key indexed in the extractors' embedding stores under ``cache_root``."""
     keys: list[str] = []
-    for part in cache_root.glob("vectors/*/part-*.npz"):
-        with np.load(part) as z:
-            keys.extend(z["keys"].tolist())
+    for meta in _vector_stores(cache_root):
+        info = json.loads(meta.read_text())
+        keys.extend(EmbeddingCache(cache_root, info["cache_id"], info["dim"]).keys())
     return keys
+
+
+def stored_rows(cache_root: Path) -> int:
+    """Rows in every segment file under ``cache_root``, indexed or not: what was computed and written."""
+    total = 0
+    for meta in _vector_stores(cache_root):
+        info = json.loads(meta.read_text())
+        total += EmbeddingCache(cache_root, info["cache_id"], info["dim"]).segment_rows()
+    return total
 
 
 def extractors_built() -> int:
@@ -113,7 +128,7 @@ def test_dask_backend_needs_a_cache(image_folder: Path, tmp_path: Path) -> None:
     backend = DaskBackend(workers=1)
     with pytest.raises(ParameterError, match="cannot run with --no-cache"):
         imgclust.run(image_folder, tmp_path / "out", features="pixels", k=3, cache=False, backend=backend)
-    assert backend.describe() == {"name": "dask"}  # no cluster was started for nothing
+    assert backend.describe() == {"name": "dask", "scheduler": None, "n_workers": 0}  # none started for nothing
 
 
 def test_unreachable_scheduler_says_what_to_do() -> None:
@@ -122,14 +137,13 @@ def test_unreachable_scheduler_says_what_to_do() -> None:
         _ = backend.client
 
 
-def test_parts_from_other_writers(tmp_path: Path) -> None:
+def test_vectors_from_other_writers_are_seen_at_once(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path, "x-1", 2)
-    write_part(cache.folder, ["a", "b"], np.ones((2, 2), np.float32), name="part-shard-1.npz")
-    assert "a" not in cache
-    cache.refresh()
-    assert len(cache) == 2
-    # A shard written again (a rescheduled task) replaces its part: the store holds each key once.
-    write_part(cache.folder, ["a", "b"], np.ones((2, 2), np.float32), name="part-shard-1.npz")
+    worker = VectorStore(cache.folder, 2)  # what a Dask worker process writes through
+    worker.put_many(["a", "b"], np.ones((2, 2), np.float32))
+    assert "a" in cache and len(cache) == 2
+    # A shard stored again (a rescheduled task) re-points its keys: each key still has one vector.
+    worker.put_many(["a", "b"], np.ones((2, 2), np.float32))
     assert sorted(part_rows(tmp_path)) == ["a", "b"]
 
 
@@ -168,7 +182,7 @@ def test_dask_run_equals_local_run(backend, client, tmp_path: Path) -> None:
     assert max(built.values()) == 1
     # Nothing computed twice into the store.
     rows = part_rows(tmp_path / "cache-dask")
-    assert len(rows) == len(set(rows)) == 24
+    assert len(rows) == len(set(rows)) == 24 == stored_rows(tmp_path / "cache-dask")
 
 
 @pytest.mark.distributed

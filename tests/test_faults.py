@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -93,6 +94,20 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _indexed(cache_root: Path) -> int:
+    """Vectors indexed in the embedding store under ``cache_root`` (read while another process writes)."""
+    total = 0
+    for index in cache_root.glob("vectors/*/index.sqlite"):
+        db = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=30)
+        try:
+            total += db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        except sqlite3.OperationalError:  # the table is not created yet
+            pass
+        finally:
+            db.close()
+    return total
+
+
 @pytest.fixture()
 def photos(tmp_path: Path) -> Path:
     root = tmp_path / "photos"
@@ -108,16 +123,16 @@ def test_kill_9_during_extraction_then_rerun_gives_the_same_labels(photos: Path,
     args = ["run", str(photos), "--out", str(out), "--features", "pixels", "--k", "3", "--seed", "7",
             "--cache", str(cache), "--batch-size", "2", "-q"]
     proc = _slow_child(tmp_path, args, IMGCLUST_TEST_SLOW_EMBED="0.25")
-    _kill_when(proc, lambda: len(list(cache.glob("vectors/*/part-*.npz"))) >= 3)
+    _kill_when(proc, lambda: _indexed(cache) >= 6)
 
-    n_parts = len(list(cache.glob("vectors/*/part-*.npz")))
-    assert 3 <= n_parts < 12, "the kill must land in the middle of extraction (12 batches)"
+    n_stored = _indexed(cache)
+    assert 6 <= n_stored < 24 and n_stored % 2 == 0, "the kill must land in the middle of extraction (12 batches)"
     assert not (out / "summary.json").exists()
 
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_vectors_cached"] >= 2 * n_parts and summary["n_vectors_computed"] > 0
+    assert summary["n_vectors_cached"] >= n_stored and summary["n_vectors_computed"] > 0
     assert summary["n_vectors_cached"] + summary["n_vectors_computed"] == 24
     assert _clusters(out) == _clusters(reference.out_dir)
 

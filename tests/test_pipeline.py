@@ -21,7 +21,8 @@ def test_end_to_end_output_contract(image_folder: Path, tmp_path: Path, features
     out = tmp_path / "out"
     r = imgclust.run(image_folder, out, features=features, k=3, seed=0, cache=tmp_path / "cache")
     rows = read_rows(out)
-    assert list(rows[0].keys()) == ["path", "cluster", "distance", "status", "error", "duplicate_of", "label"]
+    assert list(rows[0].keys()) == ["path", "cluster", "distance", "status", "error", "duplicate_of",
+                                    "near_duplicate_group", "outlier_score", "outlier", "quality", "label"]
     assert len(rows) == 19
     broken = next(row for row in rows if row["path"] == "red/broken.jpg")
     assert broken["cluster"] == "" and broken["status"] == "not_an_image" and broken["error"]
@@ -75,7 +76,7 @@ def test_no_usable_image_is_a_clear_error(tmp_path: Path):
     (tmp_path / "in" / "a.jpg").write_text("nope")
     (tmp_path / "in" / "b.png").write_bytes(b"")
     with pytest.raises(InputError, match="None of the 2 files"):
-        imgclust.run(tmp_path / "in", tmp_path / "out", features="pixels", k=2)
+        imgclust.run(tmp_path / "in", tmp_path / "out", features="pixels", k=1)
 
 
 def test_empty_folder_is_a_clear_error(tmp_path: Path):

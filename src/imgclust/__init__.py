@@ -34,6 +34,7 @@ _API: dict[str, str] = {
     "export": "outputs.export",
     "RunResult": "pipeline", "SweepResult": "pipeline", "load_features": "pipeline", "run": "pipeline",
     "sweep": "pipeline",
+    "similar": "clean.similar",
 }
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "load_features",
     "load_model",
     "run",
+    "similar",
     "sweep",
 ]
 
@@ -77,6 +79,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .clean.similar import similar
     from .cluster.choose_k import choose_k
     from .config import RunConfig
     from .errors import ImgclustError

@@ -2,43 +2,46 @@
 
 Layout::
 
-    CACHE_DIR/vectors/<extractor cache id>/meta.json     what wrote it (checked before use)
-    CACHE_DIR/vectors/<extractor cache id>/part-*.npz    one file per finished batch: keys + vectors
+    CACHE_DIR/vectors/<extractor cache id>/meta.json      what wrote it (checked before use)
+    CACHE_DIR/vectors/<extractor cache id>/index.sqlite   key -> (segment, row), SQLite in WAL mode
+    CACHE_DIR/vectors/<extractor cache id>/seg-*.f32      append-only float32 rows, one file per writer
+    CACHE_DIR/files.sqlite                                file identity -> content digest
 
-Each part is written to a temporary name and renamed into place, so a part is either complete or
-absent: a run killed at any moment leaves a cache the next run can use, and it resumes from the
-last finished batch. A file's identity is its absolute path, size and modification time
-(``identity="stat"``), or the SHA-256 of its bytes (``identity="content"``), so a changed file
-gets a new key and is recomputed.
+See :mod:`imgclust.store.vectors` for the write protocol: storing a batch appends it to the
+writer's own segment and then indexes it in one transaction, so a run killed at any moment leaves
+a cache the next run can use (it resumes from the last finished batch), several processes may
+write at once, and a run reads only the vectors of its own images. A file's identity is its
+absolute path, size and modification time (``identity="stat"``), or a digest of its bytes
+(``identity="content"``), so a changed file gets a new key and is recomputed. Content digests are
+remembered by stat identity (:mod:`imgclust.store.digests`), so a rerun reads no unchanged file.
+
+A cache of the first format (``part-*.npz`` files holding keys and vectors) is moved into the
+store when first opened: each old file is checked (shapes, dtype, finite values) before its
+vectors are stored, damaged ones are dropped, and one log line says what happened.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import os
-import time
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from ._fs import atomic_write_bytes, atomic_write_json
+from ._fs import atomic_write_json
 from .errors import CacheError, ParameterError
 from .io.discover import ImageRecord
+from .store import FileDigests, VectorStore, content_digest
+from .store.digests import stat_key as _stat_key
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+OLD_PART_GLOB = "part-*.npz"  # the first format: one npz of keys and vectors per batch
 IDENTITIES = ("stat", "content")
-# Merge parts once there are this many, so that opening a cache stays fast.
-COMPACT_AFTER = 64
-# A temporary part older than this was left by a killed run (a live write takes well under a second).
-STALE_TMP_SECONDS = 3600
 
 
 def default_cache_dir() -> Path:
@@ -50,35 +53,56 @@ def default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "imgclust"
 
 
-def file_key(record: ImageRecord, identity: str = "stat") -> str:
-    """The cache key of one file: a hex digest of its identity."""
-    if identity == "stat":
-        blob = f"{os.fsencode(record.path)!r}|{record.size}|{record.mtime_ns}".encode()
-        return hashlib.blake2b(blob, digest_size=16).hexdigest()
-    if identity == "content":
-        h = hashlib.blake2b(digest_size=16)
-        with open(record.path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return "c" + h.hexdigest()
-    raise ParameterError(f"identity must be one of {', '.join(IDENTITIES)}; got '{identity}'.")
+def stat_key(record: ImageRecord) -> str:
+    """The stat identity of a file: a digest of its absolute path, size and modification time (reads nothing)."""
+    return _stat_key(record.path, record.size, record.mtime_ns)
 
 
-def write_part(folder: Path, keys: Sequence[str], X: np.ndarray, name: str | None = None) -> Path:
-    """Write one part (keys and their vectors, shape (len(keys), dim) float32) atomically.
+def file_key(record: ImageRecord, identity: str = "stat", digests: FileDigests | None = None) -> str:
+    """The cache key of one file: a hex digest of its identity.
 
-    Each part is a new file, so any number of processes may write parts into one folder at once.
-    ``name`` (``part-*.npz``) gives the part a deterministic name, so that a task run twice (a Dask
-    shard rescheduled after its worker died) replaces its own part instead of adding a second one;
-    by default the name is unique.
+    With ``identity="content"`` the file is read and hashed, unless ``digests`` already knows it.
+
+    Raises:
+        OSError: (content identity) the file cannot be read.
     """
-    buf = io.BytesIO()
-    np.savez(buf, keys=np.asarray(list(keys), dtype="U"), X=np.asarray(X, dtype=np.float32))
-    return atomic_write_bytes(Path(folder) / (name or f"part-{uuid.uuid4().hex}.npz"), buf.getvalue())
+    key = file_keys([record], identity, digests)[0]
+    if isinstance(key, OSError):
+        raise key
+    return key
 
 
-class EmbeddingCache:
-    """Vectors of one extractor, keyed by file identity.
+def file_keys(records: Sequence[ImageRecord], identity: str = "stat",
+              digests: FileDigests | None = None) -> list[str | OSError]:
+    """The cache key of each record, or the OSError that kept its file from being read.
+
+    ``identity="stat"`` reads no file. ``identity="content"`` reads each file whose digest
+    ``digests`` does not know yet (and remembers it there).
+    """
+    if identity not in IDENTITIES:
+        raise ParameterError(f"identity must be one of {', '.join(IDENTITIES)}; got '{identity}'.")
+    stats = [stat_key(r) for r in records]
+    if identity == "stat":
+        return list(stats)
+    known = digests.get_many(stats) if digests is not None else [None] * len(records)
+    keys: list[str | OSError] = []
+    new: list[tuple[str, str]] = []
+    for r, s, digest in zip(records, stats, known, strict=True):
+        if digest is None:
+            try:
+                digest = content_digest(r.path)
+            except OSError as exc:
+                keys.append(exc)
+                continue
+            new.append((s, digest))
+        keys.append("c" + digest)
+    if digests is not None:
+        digests.put_many(new)
+    return keys
+
+
+class EmbeddingCache(VectorStore):
+    """Vectors of one extractor, keyed by file identity (a :class:`~imgclust.store.VectorStore`).
 
     Args:
         root: the cache folder (``CACHE_DIR``); vectors go under ``root/vectors/<cache_id>``.
@@ -87,115 +111,83 @@ class EmbeddingCache:
         extractor: the extractor's name (recorded, for people reading the folder).
 
     Raises:
-        CacheError: the folder was written by another extractor or by a newer imgclust.
+        CacheError: the folder was written by another extractor or by a newer imgclust, or cannot be opened.
     """
 
     def __init__(self, root: str | os.PathLike[str], cache_id: str, dim: int, extractor: str = "") -> None:
         self.root = Path(root)
         self.cache_id = cache_id
-        self.dim = dim
-        self.folder = self.root / "vectors" / cache_id
-        self._index: dict[str, np.ndarray] = {}
-        self._parts: list[Path] = []
-        self._check_meta(extractor)
-        self._load()
+        folder = self.root / "vectors" / cache_id
+        old_format = self._check_meta(folder, dim, extractor)
+        super().__init__(folder, dim)
+        if old_format or any(folder.glob(OLD_PART_GLOB)):
+            self._migrate()
+            self._write_meta(folder, dim, extractor)
+        self._digests: FileDigests | None = None
+
+    @property
+    def digests(self) -> FileDigests:
+        """The content digests of files, shared by every extractor's cache under the same root."""
+        if self._digests is None:
+            self._digests = FileDigests(self.root)
+        return self._digests
 
     # -- metadata ---------------------------------------------------------------------------
-    def _check_meta(self, extractor: str) -> None:
-        meta_path = self.folder / "meta.json"
-        if meta_path.exists():
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise CacheError(f"The cache metadata {meta_path} is unreadable ({exc}). "
-                                 "Delete that folder or pass another --cache.") from exc
-            if int(meta.get("format", 0)) > CACHE_FORMAT:
-                raise CacheError(f"The cache {self.folder} was written by a newer imgclust "
-                                 f"({meta.get('imgclust_version')}); this is {__version__}. "
-                                 "Upgrade imgclust or pass another --cache.")
-            if meta.get("cache_id") != self.cache_id or int(meta.get("dim", -1)) != self.dim:
-                raise CacheError(f"The cache {self.folder} holds vectors of another extractor "
-                                 f"({meta.get('cache_id')}, dim {meta.get('dim')}); not trusting it. "
-                                 "Delete that folder or pass another --cache.")
-        else:
-            atomic_write_json(meta_path, {"format": CACHE_FORMAT, "cache_id": self.cache_id, "dim": self.dim,
-                                          "extractor": extractor, "imgclust_version": __version__})
+    def _check_meta(self, folder: Path, dim: int, extractor: str) -> bool:
+        """Check meta.json (or write it for a new folder); True when the folder is of the first format."""
+        meta_path = folder / "meta.json"
+        if not meta_path.exists():
+            self._write_meta(folder, dim, extractor)
+            return False
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"The cache metadata {meta_path} is unreadable ({exc}). "
+                             "Delete that folder or pass another --cache.") from exc
+        if int(meta.get("format", 0)) > CACHE_FORMAT:
+            raise CacheError(f"The cache {folder} was written by a newer imgclust "
+                             f"({meta.get('imgclust_version')}); this is {__version__}. "
+                             "Upgrade imgclust or pass another --cache.")
+        if meta.get("cache_id") != self.cache_id or int(meta.get("dim", -1)) != dim:
+            raise CacheError(f"The cache {folder} holds vectors of another extractor "
+                             f"({meta.get('cache_id')}, dim {meta.get('dim')}); not trusting it. "
+                             "Delete that folder or pass another --cache.")
+        return int(meta.get("format", 0)) < CACHE_FORMAT
 
-    def _load(self) -> None:
-        known = set(self._parts)
-        for part in sorted(self.folder.glob("part-*.npz")):
-            if part in known:
-                continue
+    def _write_meta(self, folder: Path, dim: int, extractor: str) -> None:
+        atomic_write_json(folder / "meta.json", {"format": CACHE_FORMAT, "cache_id": self.cache_id, "dim": dim,
+                                                 "extractor": extractor, "imgclust_version": __version__})
+
+    def _migrate(self) -> None:
+        """Move the vectors of first-format part files into the store, checking each file first."""
+        parts = sorted(self.folder.glob(OLD_PART_GLOB))
+        n_vectors, damaged = 0, []
+        for part in parts:
             try:
                 with np.load(part, allow_pickle=False) as z:
                     keys, X = z["keys"], z["X"]
-                if X.ndim != 2 or X.shape[1] != self.dim or len(keys) != len(X):
-                    raise ValueError(f"shape {X.shape} for {len(keys)} keys")
-            except Exception as exc:  # a damaged part is ignored, never trusted
-                log.warning("Ignoring damaged cache part %s: %s", part, exc)
+                if keys.ndim != 1 or keys.dtype.kind != "U" or X.dtype != np.float32 or X.shape != (len(keys), self.dim):
+                    raise ValueError(f"keys {keys.dtype}{keys.shape}, vectors {X.dtype}{X.shape}")
+                if not np.isfinite(X).all():
+                    raise ValueError("vectors that are not finite")
+            except FileNotFoundError:
+                continue  # another process is migrating the same cache and already moved it
+            except Exception as exc:  # a damaged part is dropped, never trusted
+                damaged.append(f"{part.name} ({exc})")
                 continue
-            for key, row in zip(keys.tolist(), X, strict=True):
-                self._index[key] = row
-            self._parts.append(part)
+            self.put_many(keys.tolist(), X)
+            n_vectors += len(keys)
+        for path in [*parts, *self.folder.glob(".part-*.tmp")]:
+            path.unlink(missing_ok=True)
+        if parts:
+            log.warning("Moved %d cached vectors from %d files of the old cache format in %s into the new store%s.",
+                        n_vectors, len(parts) - len(damaged), self.folder,
+                        f"; dropped {len(damaged)} damaged files: {', '.join(damaged)}" if damaged else "")
 
     def refresh(self) -> None:
-        """Read the parts that other processes (e.g. Dask workers) added since this cache was opened."""
-        self._load()
+        """Nothing to do: every lookup sees what other processes (e.g. Dask workers) have indexed."""
 
-    # -- access -----------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._index
-
-    def get_many(self, keys: Sequence[str]) -> np.ndarray:
-        """Vectors for ``keys`` (all must be present), shape (len(keys), dim), float32."""
-        if not keys:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._index[k] for k in keys]).astype(np.float32, copy=False)
-
-    def missing(self, keys: Iterable[str]) -> list[str]:
-        return [k for k in keys if k not in self._index]
-
-    def put_many(self, keys: Sequence[str], X: np.ndarray) -> None:
-        """Store one finished batch as a new part (atomic)."""
-        X = np.asarray(X, dtype=np.float32)
-        if X.shape != (len(keys), self.dim):
-            raise ValueError(f"expected shape ({len(keys)}, {self.dim}), got {X.shape}")
-        if not keys:
-            return
-        part = write_part(self.folder, keys, X)
-        self._parts.append(part)
-        for key, row in zip(keys, X, strict=True):
-            self._index[key] = row
-        if len(self._parts) >= COMPACT_AFTER:
-            self.compact()
-
-    def compact(self) -> None:
-        """Merge all parts into one, and delete temporary parts that killed runs left behind.
-
-        The merged part is in place before the old ones are removed, so a kill at any moment
-        leaves every vector readable (at worst twice, with the same value). Only this process's
-        known parts are removed: parts another process writes meanwhile stay.
-        """
-        now = time.time()
-        for tmp in self.folder.glob(".part-*.tmp"):
-            try:
-                if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
-                    tmp.unlink()
-            except OSError:
-                pass
-        if len(self._parts) <= 1:
-            return
-        old = list(self._parts)
-        keys = list(self._index)
-        buf = io.BytesIO()
-        np.savez(buf, keys=np.asarray(keys, dtype="U"), X=self.get_many(keys))
-        merged = atomic_write_bytes(self.folder / f"part-{uuid.uuid4().hex}.npz", buf.getvalue())
-        for p in old:
-            try:
-                p.unlink()
-            except OSError:
-                pass
-        self._parts = [merged]
+    def close(self) -> None:
+        if self._digests is not None:
+            self._digests.close()
+        super().close()

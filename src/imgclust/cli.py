@@ -123,10 +123,15 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-def feature_options(size: int | None, weights: Path | None = None, features: str = "") -> dict[str, Any]:
+def feature_options(size: int | None, weights: Path | None = None, features: str = "",
+                    precision: str | None = None) -> dict[str, Any]:
     from .errors import ParameterError
 
     options: dict[str, Any] = {"size": size} if size is not None else {}
+    if precision is not None:
+        if not features.startswith("efficientnet-lite"):
+            raise ParameterError(f"--precision is for the efficientnet-lite features; '{features}' runs in fp32 only.")
+        options["precision"] = precision
     if weights is not None:
         if not features.startswith("timm:"):
             raise ParameterError(f"--weights is for timm:MODEL features; '{features}' brings its own weights.")
@@ -148,6 +153,9 @@ def _options(*decorators: Any) -> Any:
 features_options = _options(
     click.option("--features", default=DEFAULT_FEATURES, show_default=True, help="Feature extractor (see list-features)."),
     click.option("--size", type=int, default=None, help="Image side for --features pixels (default 32)."),
+    click.option("--precision", type=click.Choice(["fp32", "int8"]), default=None,
+                 help="Network precision for efficientnet-lite features (default fp32): int8 is faster, with "
+                      "vectors within about 0.02 cosine of fp32's. See docs/features.md."),
 )
 seed_labels_cache_options = _options(
     click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed."),
@@ -189,21 +197,47 @@ def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="With --backend dask and no --scheduler: start this many local worker processes "
                    "(default: one per core).")
+@click.option("--near-duplicates", "near_duplicates", type=click.Choice(["auto", "embedding", "phash", "off"]),
+              default="auto", show_default=True,
+              help="How near-duplicates are found: the network's vectors (auto for network features), perceptual "
+                   "hashes (pixel-level copies; auto for pixels, histograms, HOG), or not at all. See docs/clean.md.")
+@click.option("--near-duplicate-threshold", type=float, default=None,
+              help="Similarity (cosine scale) from which two images are near-duplicates (default: 0.80 for "
+                   "embedding, 0.75 = 8 of 64 hash bits for phash).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run(images_dir: Path, out_dir: Path, features: str, size: int | None, weights: Path | None, k: int | None,
         k_range: str, method: str, seed: int, labels: str, cache: Path | None, no_cache: bool, identity: str,
-        batch_size: int, backend: str, scheduler: str | None, workers: int | None, quiet: bool) -> None:
+        batch_size: int, backend: str, scheduler: str | None, workers: int | None, near_duplicates: str,
+        near_duplicate_threshold: float | None, quiet: bool, precision: str | None = None) -> None:
     """Cluster the images under IMAGES_DIR and write the results to --out."""
     from .backends import get_backend
     from .pipeline import run as run_pipeline
 
-    config = RunConfig(features=features, feature_options=feature_options(size, weights, features), k=k,
+    config = RunConfig(features=features, feature_options=feature_options(size, weights, features, precision), k=k,
                        k_range=parse_k_range(k_range), method=method, seed=seed, labels=labels, batch_size=batch_size,
-                       identity=identity)
+                       identity=identity, clean_options=clean_options(near_duplicates, near_duplicate_threshold))
     with get_backend(backend, scheduler=scheduler, workers=workers) as where, ProgressBars(enabled=not quiet) as bars:
         result = run_pipeline(images_dir, out_dir, config, cache=_cache_setting(cache, no_cache), progress=bars,
                               backend=where)
     print_run_summary(result.summary, out_dir)
+
+
+def clean_options(near_duplicates: str, threshold: float | None) -> dict[str, Any]:
+    """RunConfig.clean_options from the run command's options (only what differs from the defaults)."""
+    options: dict[str, Any] = {} if near_duplicates == "auto" else {"near_duplicates": near_duplicates}
+    if threshold is not None:
+        options["near_duplicate_threshold"] = threshold
+    return options
+
+
+def _print_clean(s: dict[str, Any]) -> None:
+    near, outliers, counts = s.get("near_duplicates"), s.get("outliers"), s.get("quality_counts")
+    if near is None or outliers is None or counts is None:
+        return
+    flagged = ", ".join(f"{n} {f.replace('_', ' ')}" for f, n in counts.items() if n) or "none"
+    out.print(f"Clean: {near['n_groups']} near-duplicate groups ({near['n_extra']} images beyond one per group; "
+              f"duplicates.csv), {outliers['n_outliers']} outliers, quality flags: {flagged} "
+              "(columns near_duplicate_group, outlier, quality in assignments.csv).", highlight=False)
 
 
 def _print_failed(s: dict[str, Any]) -> None:
@@ -220,24 +254,29 @@ def _print_cluster_table(s: dict[str, Any], title: str, name_column: str) -> Non
     names = s.get("cluster_names") or {}
     if names:
         table.add_column(name_column)
+    shown = set(s.get("cluster_ids", range(len(s["cluster_sizes"]))))  # after edits, merged-away numbers are gone
     for c, n in enumerate(s["cluster_sizes"]):
+        if c not in shown:
+            continue
         table.add_row(str(c), str(n), *([escape(names.get(str(c), ""))] if names else []))
     out.print(table)
 
 
 def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     s = summary
-    how = f" (chosen automatically: {s.get('k_reason', '')})" if s.get("k_auto") else ""
+    how = f" (chosen automatically: {escape(str(s.get('k_reason', '')))})" if s.get("k_auto") else ""
     out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images clustered into [bold]{s['k']}[/] groups "
-              f"with {s['features']} + {s['method']}{how}.", highlight=False)
+              f"with {escape(str(s['features']))} + {escape(str(s['method']))}{how}.", highlight=False)
     others = [c for c in s.get("k_candidates") or [] if isinstance(c, dict) and c.get("k") != s["k"]]
     if s.get("k_auto") and others:
         out.print("Other choices (rerun with --k K into the same --out; no clustering again): "
-                  + "; ".join(f"k={c['k']}: {c.get('reason', '')}" for c in others) + ".", highlight=False)
+                  + "; ".join(f"k={c['k']}: {c.get('reason', '')}" for c in others) + ".", highlight=False,
+                  markup=False)
     _print_failed(s)
     if s.get("n_duplicates"):
         out.print(f"{s['n_duplicates']} files are exact copies of another file; see duplicate_of in assignments.csv.",
                   highlight=False)
+    _print_clean(s)
     _print_cluster_table(s, "Cluster sizes", "suggested name")
     if "metrics" in s:
         m = s["metrics"]
@@ -245,8 +284,12 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
                   f"accuracy (one-to-one, Hungarian) [bold]{m['accuracy_hungarian']:.3f}[/], "
                   f"accuracy (many-to-one, majority) {m['accuracy_majority']:.3f}, "
                   f"NMI {m['nmi']:.3f}, ARI {m['ari']:.3f}", highlight=False)
-    if s.get("backend", {}).get("name") == "dask":
-        out.print(f"Ran on Dask: {s['backend']['n_workers']} workers, scheduler {s['backend']['scheduler']}.",
+    where = s.get("backend", {})
+    if where.get("name") == "dask" and where.get("n_workers"):
+        out.print(f"Ran on Dask: {where['n_workers']} workers, scheduler {escape(str(where['scheduler']))}.",
+                  highlight=False)
+    elif where.get("name") == "dask":
+        out.print("Nothing ran on Dask: every vector was in the cache and the clustering ran on this machine.",
                   highlight=False)
     t = s.get("timings", {})
     out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
@@ -267,12 +310,14 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def sweep(images_dir: Path, out_dir: Path, features: str, size: int | None, ks: str, method: str, seed: int,
-          labels: str, cache: Path | None, no_cache: bool, batch_size: int, quiet: bool) -> None:
+          labels: str, cache: Path | None, no_cache: bool, batch_size: int, quiet: bool,
+          precision: str | None = None) -> None:
     """Cluster the images under IMAGES_DIR at every k of --ks, score each k and suggest one."""
     from .config import parse_ks
     from .pipeline import sweep as sweep_pipeline
 
-    config = RunConfig(features=features, feature_options=feature_options(size), method=method, seed=seed,
+    config = RunConfig(features=features, feature_options=feature_options(size, None, features, precision),
+                       method=method, seed=seed,
                        labels=labels, batch_size=batch_size)
     with ProgressBars(enabled=not quiet) as bars:
         result = sweep_pipeline(images_dir, out_dir, config, ks=parse_ks(ks), cache=_cache_setting(cache, no_cache),
@@ -309,7 +354,7 @@ def print_sweep(summary: dict[str, Any], rows: list[Any], out_dir: Path) -> None
                   "it rises with k by construction: one image per cluster gives 1.0). acc. Hungarian: one-to-one "
                   "accuracy, clusters matched to labels, shown only where k equals the number of labels.",
                   highlight=False)
-    out.print(f"Suggested k = [bold]{s['k']}[/]: {s['k_reason']}", highlight=False)
+    out.print(f"Suggested k = [bold]{s['k']}[/]: {escape(str(s['k_reason']))}", highlight=False)
     t = s.get("timings", {})
     out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
     out.print(f"Results in {escape(str(out_dir))}/ (sweep.csv, elbow.png, criteria.png, summary.json)",
@@ -328,7 +373,14 @@ def print_sweep(summary: dict[str, Any], rows: list[Any], out_dir: Path) -> None
 @click.option("--undo", "undo", is_flag=True, help="Put back the files a move sent to --to.")
 @click.option("--replace", is_flag=True,
               help="When --to holds an earlier export of another grouping, remove the copies or links it made first.")
-def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool, replace: bool) -> None:
+@click.option("--one-per-duplicate-group", "one_per_group", type=click.Choice(["largest", "sharpest"]), default=None,
+              is_flag=False, flag_value="largest",
+              help="Export one image per near-duplicate group (duplicates.csv): the largest (most pixels; the "
+                   "default) or the sharpest.")
+@click.option("--outliers-to", "outliers_to", default=None, metavar="NAME",
+              help="Put the images marked as outliers into the folder DEST/NAME instead of their cluster's folder.")
+def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: bool, replace: bool,
+           one_per_group: str | None, outliers_to: str | None) -> None:
     """Put the images of a finished run (OUT_DIR) into one folder per cluster under --to."""
     from .errors import OutputError, ParameterError
     from .outputs.export import export as do_export
@@ -352,7 +404,7 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
     if out_dir is None:
         raise ParameterError("Name the output folder of a run: imgclust export OUT_DIR --to DEST.")
     if mode == "move":
-        plan = plan_export(out_dir, dest, mode=mode)
+        plan = plan_export(out_dir, dest, mode=mode, one_per_duplicate_group=one_per_group, outliers_to=outliers_to)
         folders: dict[str, int] = {}
         for a in plan.actions:
             folders[a.folder] = folders.get(a.folder, 0) + 1
@@ -366,7 +418,8 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
             raise ParameterError("Moving files needs --yes. Nothing was moved. "
                                  "(Every move is recorded; 'imgclust export --undo --to DEST' puts files back.)")
     with ProgressBars() as bars:
-        rep = do_export(out_dir, dest, mode=mode, replace=replace, progress=bars)
+        rep = do_export(out_dir, dest, mode=mode, replace=replace, progress=bars, one_per_duplicate_group=one_per_group,
+                        outliers_to=outliers_to)
     if rep.replaced or rep.kept_from_earlier:
         out.print(f"Removed {rep.replaced} files of the earlier export; kept {len(rep.kept_from_earlier)} that "
                   "were changed since.", highlight=False, markup=False)
@@ -378,6 +431,13 @@ def export(out_dir: Path | None, dest: Path | None, mode: str, yes: bool, undo: 
     if rep.not_moved:
         out.print(f"[yellow]{len(rep.not_moved)} images were left where they are[/] (a link, or a file outside the "
                   "images folder): see the plan above.", highlight=False)
+    if one_per_group:
+        out.print(f"One image per near-duplicate group: the {one_per_group} one "
+                  f"({'most pixels' if one_per_group == 'largest' else 'highest sharpness'}); see duplicates.csv.",
+                  highlight=False)
+    if outliers_to:
+        out.print(f"Images marked as outliers went into the folder {outliers_to} (see the outlier column).",
+                  highlight=False, markup=False)
 
 
 @main.command(short_help="Rebuild the HTML report of a finished run.", epilog=_examples(
@@ -394,7 +454,7 @@ def report(out_dir: Path, map_method: str | None, cache: Path | None, no_cache: 
 
     with ProgressBars() as bars:
         path = rebuild_report(out_dir, map_method=map_method, cache=_cache_setting(cache, no_cache), progress=bars)
-    out.print(f"Report written to {path}", highlight=False)
+    out.print(f"Report written to {path}", highlight=False, markup=False)
 
 
 @main.command(short_help="Cluster built-in photos: pixels against the network.", epilog=_examples(
@@ -444,6 +504,37 @@ def demo(out_dir: Path, features: tuple[str, ...], seed: int) -> None:
         out.print(f"{name}: {escape(str(r.out_dir))}/report.html", highlight=False)
 
 
+@main.command(short_help="Find the images of a run most like some query images.", epilog=_examples(
+    "imgclust similar out new/cat.jpg", "imgclust similar out a.jpg b.png --top 10 --json"))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.argument("queries", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="QUERY_IMAGE...")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Matches per query image.")
+@click.option("--json", "as_json", is_flag=True, help="Print the matches as JSON (one object per query).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Embedding cache folder holding the run's vectors (default: as for run).")
+@click.option("--no-cache", is_flag=True,
+              help="Do not read or write the embedding cache (the run's vectors are computed again).")
+def similar(out_dir: Path, queries: tuple[Path, ...], top: int, as_json: bool, cache: Path | None,
+            no_cache: bool) -> None:
+    """The images of a finished run (OUT_DIR) that look most like each QUERY_IMAGE."""
+    import json
+
+    from .clean.similar import similar as find_similar
+
+    with ProgressBars(enabled=not as_json) as bars:
+        results = find_similar(out_dir, queries, top=top, cache=_cache_setting(cache, no_cache), progress=bars)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    for r in results:
+        table = Table(title=f"Most like {escape(r.query)}", show_edge=False)
+        for col, justify in (("#", "right"), ("image", "left"), ("cluster", "right"), ("similarity", "right")):
+            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        for i, m in enumerate(r.matches, 1):
+            table.add_row(str(i), escape(m.path), str(m.cluster), f"{m.similarity:.3f}")
+        out.print(table)
+
+
 @main.command("list-features", short_help="List the feature extractors and what they need.", epilog=_examples(
     "imgclust list-features"))
 def list_features_command() -> None:
@@ -476,17 +567,20 @@ def list_features_command() -> None:
               help="Embedding cache folder (default: ~/.cache/imgclust or $IMGCLUST_CACHE).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default=None,
+              help="Network precision (default: the model's own); a different one is refused.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def assign(model_dir: Path, images_dir: Path, out_dir: Path, weights: Path | None, labels: str, cache: Path | None,
-           no_cache: bool, batch_size: int, quiet: bool) -> None:
+           no_cache: bool, batch_size: int, quiet: bool, precision: str | None = None) -> None:
     """Sort the images under IMAGES_DIR into the clusters of a saved model (OUT_DIR/model of a run)."""
     from .model import assign as assign_images
 
     with ProgressBars(enabled=not quiet) as bars:
         result = assign_images(model_dir, images_dir, out_dir, weights=weights, labels=labels, batch_size=batch_size,
-                               cache=_cache_setting(cache, no_cache), progress=bars)
+                               cache=_cache_setting(cache, no_cache), progress=bars, precision=precision)
     s = result.summary
-    out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images assigned to the {s['k']} clusters of {result.model.path} "
+    out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images assigned to the {s['k']} clusters of "
+              f"{escape(str(result.model.path))} "
               f"({s['n_outliers']} outliers: farther than {s['outlier_percentile']:g}% of the cluster's members "
               "were at fit time).", highlight=False)
     _print_failed(s)
@@ -496,5 +590,121 @@ def assign(model_dir: Path, images_dir: Path, out_dir: Path, weights: Path | Non
         out.print(f"Against the {s['labels_mode']} labels ({s['n_labels']} classes): "
                   f"accuracy (one-to-one, Hungarian) [bold]{m['accuracy_hungarian']:.3f}[/], NMI {m['nmi']:.3f}",
                   highlight=False)
-    out.print(f"Results in {out_dir}/ (assignments.csv with an outlier column, summary.json"
+    out.print(f"Results in {escape(str(out_dir))}/ (assignments.csv with an outlier column, summary.json"
               + (", confusion.csv" if "metrics" in s else "") + ")", highlight=False)
+
+
+def _pairs(values: tuple[str, ...], what: str) -> list[tuple[str, str]]:
+    from .errors import ParameterError
+
+    out = []
+    for v in values:
+        left, eq, right = v.rpartition("=")
+        if not eq or not left or not right:
+            raise ParameterError(f"{what} takes {'PATH' if what == '--move' else 'CLUSTER'}=VALUE; got '{v}'.")
+        out.append((left, right))
+    return out
+
+
+def _int(value: str, what: str) -> int:
+    from .errors import ParameterError
+
+    try:
+        return int(value)
+    except ValueError:
+        raise ParameterError(f"{what}: '{value}' is not a cluster number.") from None
+
+
+@main.command(short_help="Rename, merge, split, move or exclude; no browser.", epilog=_examples(
+    "imgclust edit OUT --rename 3=beach --merge 4,7",
+    "imgclust edit OUT --move cats/12.jpg=2 --exclude junk/x.jpg",
+    "imgclust edit OUT --undo"))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--rename", multiple=True, metavar="C=NAME", help="Name cluster C (repeatable).")
+@click.option("--merge", multiple=True, metavar="A,B[,...]", help="Merge clusters into the first one (repeatable).")
+@click.option("--split", multiple=True, metavar="C=N", help="Re-cluster cluster C into N parts with the run's method.")
+@click.option("--move", multiple=True, metavar="PATH=C", help="Move an image (path as in assignments.csv) to "
+              "cluster C, or to one new cluster with PATH=new (repeatable).")
+@click.option("--exclude", multiple=True, metavar="PATH", help="Leave an image out of exports (repeatable).")
+@click.option("--undo", is_flag=True, help="Take back the latest edit (a whole earlier imgclust edit call).")
+@click.option("--redo", is_flag=True, help="Put back the latest edit undone.")
+def edit(out_dir: Path, rename: tuple[str, ...], merge: tuple[str, ...], split: tuple[str, ...],
+         move: tuple[str, ...], exclude: tuple[str, ...], undo: bool, redo: bool) -> None:
+    """Correct the clusters of a finished run (OUT_DIR/edits.jsonl); export, report and assign follow.
+
+    Without options, shows the clusters as edited so far. All the edits of one call are checked
+    first and recorded together (undone together); an unknown cluster or path writes nothing.
+    """
+    from . import edits as journal_edits
+    from .errors import ParameterError
+    from .outputs.report import write_report
+    from .pipeline import figure_cache
+
+    changes = bool(rename or merge or split or move or exclude)
+    if undo + redo + changes > 1:
+        raise ParameterError("Give edits, or --undo, or --redo: one at a time.")
+    if undo or redo:
+        journal = journal_edits.Journal(out_dir)
+        edited = journal.undo(source="cli") if undo else journal.redo(source="cli")
+        journal_edits.write_summary_entry(out_dir, edited)
+    elif changes:
+        merges = [[_int(c.strip(), "--merge") for c in m.split(",")] for m in merge]
+        edited = journal_edits.edit(
+            out_dir, rename={_int(c, "--rename"): n for c, n in _pairs(rename, "--rename")}, merge=merges,
+            split={_int(c, "--split"): _int(n, "--split") for c, n in _pairs(split, "--split")},
+            move={p: (c if c == "new" else _int(c, "--move")) for p, c in _pairs(move, "--move")},
+            exclude=list(exclude), source="cli")
+    else:
+        edited = journal_edits.load(out_dir)
+    if undo or redo or changes:
+        write_report(out_dir, figure_cache=figure_cache(True))
+    table = Table(title=f"Clusters after {edited.n_edits} edits", show_edge=False)
+    for col in ("cluster", "images", "name"):
+        table.add_column(col, justify="right" if col != "name" else "left")
+    for c, n in edited.sizes.items():
+        table.add_row(str(c), str(n), escape(edited.names.get(c, "")))
+    out.print(table)
+    if edited.n_excluded:
+        out.print(f"{edited.n_excluded} images excluded (never exported).", highlight=False)
+    out.print(f"Recorded in {escape(str(out_dir))}/edits.jsonl; imgclust export, report and assign use them.",
+              highlight=False)
+
+
+@main.command(short_help="Review and correct the clusters in a browser.", epilog=_examples(
+    "imgclust review OUT", "imgclust review OUT --no-browser --port 8765"))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1, this machine only). "
+              "Anything else lets other machines on that network reach the page (with the token).")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=0, show_default=True,
+              help="Port (0: a free one).")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser; just print the address.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Embedding cache folder, read when a split needs the vectors (default: as for run).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache.")
+def review(out_dir: Path, host: str | None, port: int, no_browser: bool, cache: Path | None, no_cache: bool) -> None:
+    """Look at and correct the clusters of a finished run (OUT_DIR) in a local web page."""
+    from .review.server import LOOPBACK, ReviewServer
+
+    if host is not None and host not in LOOPBACK:
+        console.print(f"[bold yellow]Warning:[/] listening on {escape(host)}: other machines that can reach it "
+                      "can open the page with the address below (it holds the token).", highlight=False)
+    server = ReviewServer(out_dir, host=host or "127.0.0.1", port=port, cache=_cache_setting(cache, no_cache))
+    out.print(f"Review {out_dir} at {server.url}", highlight=False, markup=False)
+    out.print("Press Ctrl-C to stop.", highlight=False)
+    if not no_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    if server.app.version:  # something changed: the report shows the edited clusters too
+        from .outputs.report import write_report
+        from .pipeline import figure_cache
+
+        write_report(out_dir, figure_cache=figure_cache(True))
+    out.print(f"Stopped. {server.journal.edited.n_edits} edits in {escape(str(out_dir))}/edits.jsonl"
+              + ("; report.html rebuilt." if server.app.version else "."), highlight=False)

@@ -28,6 +28,8 @@ class RunConfig:
         labels: how ground-truth labels are read for scoring: auto, folder, prefix or none.
         identity: how the cache recognises a file: ``stat`` (path, size, mtime) or ``content`` (hash).
         batch_size: images per network batch.
+        clean_options: settings of the clean checks (near-duplicates, outliers); see
+            :data:`imgclust.clean.stage.CLEAN_OPTIONS`.
     """
 
     features: str = DEFAULT_FEATURES
@@ -40,6 +42,7 @@ class RunConfig:
     labels: str = "auto"
     identity: str = "stat"
     batch_size: int = 32
+    clean_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, int)):

@@ -8,6 +8,9 @@
 - ``nmi``, ``ari``: normalised mutual information (arithmetic mean) and adjusted Rand index, the same
   numbers as scikit-learn's, computed from the confusion table (importing scikit-learn costs a cached
   rerun more than a second; the tests compare the two).
+
+A sample whose true label is ``None`` is unlabelled: it is left out of every score (e.g. an image at the
+top level of the images folder when labels come from subfolders).
 """
 
 from __future__ import annotations
@@ -145,6 +148,10 @@ def _check(labels_true: Sequence[Any] | np.ndarray, labels_pred: Sequence[Any] |
     p = np.asarray(labels_pred)
     if t.ndim != 1 or p.ndim != 1 or len(t) != len(p):
         raise ParameterError(f"labels_true and labels_pred must be 1-D and of equal length; got {t.shape} and {p.shape}.")
+    if t.dtype == object:  # unlabelled samples (None) are not scored
+        labelled = np.array([x is not None for x in t], dtype=bool)
+        if not labelled.all():
+            t, p = t[labelled].astype(str), p[labelled]
     if len(t) == 0:
         raise ParameterError("Cannot score an empty clustering.")
     return t, p

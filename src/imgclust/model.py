@@ -20,6 +20,7 @@ distances of that cluster's members at fit time.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -33,12 +34,13 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._fs import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir, is_within
+from ._fs import atomic_write_bytes, atomic_write_json, is_within
 from .cluster import ClusterResult
 from .cluster.kmeans import ArrayAssigner
 from .config import RunConfig
 from .errors import InputError, OutputError, ParameterError
 from .features import Extractor, get_extractor
+from .outdir import claim_out_dir, holds_out_lock
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +150,15 @@ class SavedModel:
     transform: tuple[dict[str, Any], ...]
     cluster_names: dict[str, str]
     imgclust_version: str
+    cluster_ids: np.ndarray | None = None
+    n_edits: int = 0
 
     def assign_vectors(self, X: np.ndarray) -> Assignment:
         """Assign raw extractor vectors, shape (n_samples, dim), to the nearest centre (after the transform)."""
-        Z = apply_transform(X, self.transform)
+        try:
+            Z = apply_transform(X, self.transform)
+        except ValueError as exc:  # vectors of another size than the transform's arrays
+            raise InputError(f"Vectors of shape {np.shape(X)} do not fit the model's transform: {exc}.") from exc
         if Z.shape[1] != self.centers.shape[1]:
             raise InputError(f"Vectors of size {Z.shape[1]} after the transform do not match the model's centres "
                              f"of size {self.centers.shape[1]}.")
@@ -159,6 +166,8 @@ class SavedModel:
         labels, sq, _, _ = ArrayAssigner(Z).assign(self.centers)
         distances = np.sqrt(sq).astype(np.float32)
         outlier = ~(distances <= self.thresholds[labels])  # NaN threshold (empty at fit time): always outlier
+        if self.cluster_ids is not None:  # edited model: row j of the centres is cluster cluster_ids[j]
+            labels = self.cluster_ids[labels]
         return Assignment(labels, distances, outlier)
 
 
@@ -252,31 +261,137 @@ def load_model(path: str | os.PathLike[str]) -> SavedModel:
         doc = json.loads(json_path.read_text(encoding="utf-8"))
         with np.load(path / CENTERS_NPZ, allow_pickle=False) as npz:
             arrays = {name: np.asarray(npz[name]) for name in npz.files}
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise InputError(f"Cannot read the model in {path}: {exc}. Run imgclust run again to write a new one.") from exc
-    if doc.get("format") != MODEL_FORMAT:
+    return _validated_model(path, json_path, doc, arrays)
+
+
+class _Damaged(Exception):
+    """One thing wrong in a model file (turned into an InputError that names the model)."""
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise _Damaged(what)
+
+
+def _int(doc: dict[str, Any], key: str, low: int | None = None) -> int:
+    v = doc.get(key)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise _Damaged(f"'{key}' must be a whole number; got {v!r}")
+    _need(low is None or v >= low, f"'{key}' must be at least {low}; got {v!r}")
+    return v
+
+
+def _str(doc: dict[str, Any], key: str) -> str:
+    v = doc.get(key)
+    _need(isinstance(v, str), f"'{key}' must be text; got {v!r}")
+    return str(v)
+
+
+def _dict(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    v = doc.get(key)
+    _need(isinstance(v, dict), f"'{key}' must be a JSON object; got {type(v).__name__}")
+    return dict(v)  # type: ignore[arg-type]
+
+
+def _array(arrays: dict[str, np.ndarray], ref: Any, what: str, ndim: int) -> np.ndarray:
+    """The finite float32 array a model.json entry ``{"npz": NAME, ...}`` points to."""
+    _need(isinstance(ref, dict) and isinstance(ref.get("npz"), str),
+          f"{what} must name an array of {CENTERS_NPZ} as {{\"npz\": NAME}}; got {ref!r}")
+    name = ref["npz"]
+    _need(name in arrays, f"{what} names the array '{name}', which {CENTERS_NPZ} does not hold")
+    arr = arrays[name]
+    _need(arr.dtype.kind in "fiu", f"{what} ('{name}') must hold numbers; it holds {arr.dtype}")
+    _need(arr.ndim == ndim, f"{what} ('{name}') must have {ndim} dimension(s); it has shape {arr.shape}")
+    _need(bool(np.isfinite(arr).all()), f"{what} ('{name}') holds NaN or infinite values")
+    return arr.astype(np.float32)
+
+
+def _validated_model(path: Path, json_path: Path, doc: Any, arrays: dict[str, np.ndarray]) -> SavedModel:
+    """Check every field of a model document and its arrays; a damaged or tampered model is an InputError."""
+    if not isinstance(doc, dict) or doc.get("format") != MODEL_FORMAT:
         raise InputError(f"{json_path} is not an imgclust model.")
-    if doc.get("format_version", 0) > MODEL_FORMAT_VERSION:
-        raise InputError(f"The model in {path} was written by a newer imgclust ({doc.get('imgclust_version')}); "
-                         f"this is {__version__}. Upgrade imgclust to use it.")
     try:
-        steps = []
-        for step in doc["transform"]:
-            steps.append({key: (arrays[val["npz"]] if isinstance(val, dict) else val) for key, val in step.items()})
-        centers = arrays["centers"].astype(np.float32)
-        thresholds = np.array([np.nan if c["distance_p95"] is None else c["distance_p95"] for c in doc["clusters"]],
-                              dtype=np.float32)
-        model = SavedModel(path=path, features=doc["features"], feature_options=dict(doc["feature_options"]),
-                           extractor=dict(doc["extractor"]), method=doc["method"], k=int(doc["k"]),
-                           seed=int(doc["seed"]), centers=centers, thresholds=thresholds, transform=tuple(steps),
-                           cluster_names=dict(doc.get("cluster_names") or {}),
-                           imgclust_version=str(doc.get("imgclust_version", "")))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"The model in {path} is damaged ({type(exc).__name__}: {exc}). "
-                         "Run imgclust run again to write a new one.") from exc
-    if centers.shape != (model.k, int(doc["dim"])) or thresholds.shape != (model.k,):
-        raise InputError(f"The model in {path} is damaged: centres of shape {centers.shape} for k={model.k}.")
-    return model
+        version = _int(doc, "format_version", 1)
+        if version > MODEL_FORMAT_VERSION:
+            raise InputError(f"The model in {path} was written by a newer imgclust ({doc.get('imgclust_version')}); "
+                             f"this is {__version__}. Upgrade imgclust to use it.")
+        k, dim, seed = _int(doc, "k", 1), _int(doc, "dim", 1), _int(doc, "seed")
+        features, method = _str(doc, "features"), _str(doc, "method")
+        imgclust_version = str(doc.get("imgclust_version", ""))
+        feature_options, extractor = _dict(doc, "feature_options"), _dict(doc, "extractor")
+        in_dim = extractor.get("dim")
+        _need(isinstance(in_dim, int) and not isinstance(in_dim, bool) and in_dim >= 1,
+              f"'extractor.dim' must be a whole number of at least 1; got {in_dim!r}")
+        steps_doc = doc.get("transform")
+        if not isinstance(steps_doc, list):
+            raise _Damaged(f"'transform' must be a list; got {type(steps_doc).__name__}")
+        steps: list[dict[str, Any]] = []
+        # the arrays must chain: each step's array fits the vectors the step before made, from the extractor's
+        width = int(in_dim)  # type: ignore[arg-type]
+        for i, step in enumerate(steps_doc):
+            _need(isinstance(step, dict), f"transform step {i} must be a JSON object; got {step!r}")
+            op = step.get("op")
+            _need(op in TRANSFORM_OPS, f"transform step {i} has the unknown op {op!r}; known: {', '.join(TRANSFORM_OPS)}")
+            done: dict[str, Any] = {"op": op}
+            for key in TRANSFORM_OPS[op]:
+                arr = _array(arrays, step.get(key), f"transform step {i} ({op}) '{key}'", 2 if key == "matrix" else 1)
+                _need(arr.shape[0] == width,
+                      f"transform step {i} ({op}) '{key}' has shape {arr.shape} for vectors of size {width}")
+                if key == "matrix":
+                    width = arr.shape[1]
+                done[key] = arr
+            steps.append(done)
+        _need(width == dim, f"the transform makes vectors of size {width}, but 'dim' is {dim}")
+        centers = _array(arrays, {"npz": "centers"}, "the centres", 2)
+        _need(centers.shape == (k, dim), f"centres of shape {centers.shape} for k={k} and dim={dim}")
+        clusters = doc.get("clusters")
+        _need(isinstance(clusters, list) and len(clusters) == k, f"'clusters' must be a list of {k} entries")
+        thresholds = np.full(k, np.nan, dtype=np.float32)
+        for c, entry in enumerate(clusters):  # type: ignore[arg-type]
+            _need(isinstance(entry, dict), f"clusters[{c}] must be a JSON object; got {entry!r}")
+            p95 = entry.get("distance_p95")
+            _need(p95 is None or (isinstance(p95, int | float) and not isinstance(p95, bool)
+                                  and np.isfinite(p95) and p95 >= 0),
+                  f"clusters[{c}].distance_p95 must be a finite distance or null; got {p95!r}")
+            if p95 is not None:
+                thresholds[c] = p95
+        names = doc.get("cluster_names") or {}
+        _need(isinstance(names, dict) and all(isinstance(n, str) for n in names.values()),
+              "'cluster_names' must map cluster numbers to text")
+    except _Damaged as exc:
+        raise InputError(f"The model in {path} is damaged or was edited by hand: {exc}. "
+                         "Run imgclust run again to write a new one.") from None
+    return SavedModel(path=path, features=features, feature_options=feature_options, extractor=extractor,
+                      method=method, k=k, seed=seed, centers=centers, thresholds=thresholds, transform=tuple(steps),
+                      cluster_names={str(c): n for c, n in names.items()}, imgclust_version=imgclust_version)
+
+
+def with_edits(model: SavedModel, *, cache: Any = True, progress: Any = None) -> SavedModel:
+    """The model with its run's edits (OUT_DIR/edits.jsonl) applied, or ``model`` itself when there are none.
+
+    The centres are recomputed from the edited membership: the mean of each edited cluster's members
+    (the run's vectors, from the embedding cache or recomputed, after the model's transform), with
+    the 95th-percentile outlier thresholds measured again; new clusters keep their ids and given names.
+
+    Raises:
+        InputError: the run's images can no longer be read, so its vectors cannot be loaded.
+    """
+    from . import edits
+    from .pipeline import run_vectors
+
+    run_dir = model.path.parent
+    if not (run_dir / edits.EDITS).is_file():
+        return model
+    edited = edits.load(run_dir)
+    if edited.n_edits == 0:
+        return model
+    X = run_vectors(run_dir, cache=cache, progress=progress,
+                    purpose="the model's centres cannot be recomputed from the edits")
+    ids, centers, thresholds = edits.edited_centers(apply_transform(X, model.transform), edited)
+    return dataclasses.replace(model, k=edited.k, centers=centers, thresholds=thresholds, cluster_ids=ids,
+                               cluster_names={str(c): n for c, n in edited.names.items()}, n_edits=edited.n_edits)
 
 
 def check_compatible(model: SavedModel, extractor: Extractor) -> None:
@@ -302,6 +417,30 @@ def check_compatible(model: SavedModel, extractor: Extractor) -> None:
         f"installation's '{extractor.name}' makes different ones (cache id {extractor.cache_id()}): {detail}. "
         f"Its centres would not fit. Use the weights and imgclust version that made it "
         f"({model.imgclust_version or 'unknown'}), or fit a new model here with imgclust run.")
+
+
+def fitted_precision(model: SavedModel) -> str:
+    """The network precision the model's vectors were made with (models written before int8 existed: fp32)."""
+    return str(model.extractor.get("precision") or model.feature_options.get("precision") or "fp32")
+
+
+def check_precision_matches(model: SavedModel, extractor: Extractor, requested: str | None = None) -> None:
+    """Refuse vectors of another precision than the model's (asked for, or an int8 fallback to fp32 here).
+
+    Raises:
+        InputError: naming both precisions and what to do.
+    """
+    fitted = fitted_precision(model)
+    if requested is not None and requested != fitted:
+        raise InputError(f"This model was fitted on {fitted} vectors; --precision {requested} makes {requested} "
+                         f"vectors, which its centres do not fit. Leave out --precision (assign uses the model's "
+                         f"{fitted}), or fit a new model with imgclust run --precision {requested}.")
+    now = str(extractor.describe().get("precision") or "fp32")
+    if now != fitted:
+        why = getattr(extractor, "precision_note", None) or f"'{extractor.name}' runs in {now} here"
+        raise InputError(f"This model was fitted on {fitted} vectors, but {why} Its centres would not fit these "
+                         f"vectors: assign on a machine with {fitted} support, or fit a new model here with "
+                         f"imgclust run --precision {now}.")
 
 
 def build_extractor(model: SavedModel, weights: str | os.PathLike[str] | None = None) -> Extractor:
@@ -350,9 +489,10 @@ class AssignResult:
         return self.assignment.labels
 
 
+@holds_out_lock
 def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
            weights: str | os.PathLike[str] | None = None, labels: str = "auto", batch_size: int = 32,
-           cache: Any = True, progress: Any = None) -> AssignResult:
+           cache: Any = True, progress: Any = None, precision: str | None = None) -> AssignResult:
     """Sort new images into the clusters of a saved model.
 
     Writes ``assignments.csv`` (the run's columns plus ``outlier``), ``summary.json`` and, when the
@@ -367,6 +507,7 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
         batch_size: images per network batch.
         cache: True (default folder), False (no cache) or a folder for the embedding cache.
         progress: called as ``progress(stage, done, total)``.
+        precision: the network precision asked for (``fp32``/``int8``); None: the model's. Another one is refused.
 
     Returns:
         :class:`AssignResult`.
@@ -389,7 +530,7 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
         write_csv,
         write_summary,
     )
-    from .pipeline import OUT_MARKER, Timer, check_out_dir, load_features
+    from .pipeline import Timer, check_out_dir, load_features
 
     model = load_model(model_dir)
     images_dir, out_dir = Path(images_dir), Path(out_dir)
@@ -399,7 +540,10 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
     if is_within(model.path, out_dir):
         raise OutputError(f"The output folder {out_dir} holds the model {model.path}; writing there would replace "
                           "the results of the run that made it. Choose another output folder.")
-    check_compatible(model, build_extractor(model, weights))
+    extractor = build_extractor(model, weights)
+    check_precision_matches(model, extractor, precision)
+    check_compatible(model, extractor)
+    model = with_edits(model, cache=cache)  # images sorted into the clusters as corrected in review / imgclust edit
     options = dict(model.feature_options) | ({"weights": str(weights)} if weights is not None else {})
     config = RunConfig(features=model.features, feature_options=options, k=model.k, method=model.method,
                        labels=labels, batch_size=batch_size)
@@ -408,8 +552,7 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
                           progress=progress)
     with timer.stage("duplicates"):
         dups = find_duplicates(feats.usable)
-    ensure_writable_dir(out_dir)
-    atomic_write_text(out_dir / OUT_MARKER, "This folder holds the outputs of an imgclust assign.\n")
+    claim_out_dir(out_dir, "This folder holds the outputs of an imgclust assign.\n")
     with timer.stage("assign"):
         result = model.assign_vectors(feats.X)
     with timer.stage("evaluate"):
@@ -438,12 +581,16 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
         "n_duplicates": dups.n_duplicates,
         "duplicates": dups.groups,
         "cluster_names": model.cluster_names,
+        # With edits, cluster_sizes is indexed by cluster number; cluster_ids lists the clusters that exist.
+        **({"n_edits": model.n_edits, "k": len(model.cluster_ids), "cluster_ids": model.cluster_ids.tolist()}
+           if model.n_edits and model.cluster_ids is not None else {}),
         "n_vectors_computed": feats.n_computed,
         "n_vectors_cached": feats.n_cached,
     }
     if metrics is not None:
         summary["metrics"] = metrics
-        summary["n_labels"] = len(set(labels_true or []))
+        summary["n_labels"] = len(set(labels_true or []) - {None})
+        summary.update(feats.label_note())
     with timer.stage("write"):
         rows = assignments_table(feats.records, result.labels, result.distances, with_labels=labels_true is not None,
                                  extra={"duplicate_of": dups.duplicate_of,

@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._fs import atomic_write_text, ensure_writable_dir, is_within
+from ._fs import is_within
+from ._paths import inside_images
 from .backends import Backend
 from .backends.local import LocalBackend
 from .cache import EmbeddingCache, default_cache_dir
+from .clean.stage import DUPLICATES_COLUMNS, DUPLICATES_CSV, CleanResult, clean_settings
 from .cluster import ClusterResult, get_clusterer, validate_k
 from .cluster.choose_k import SWEEP_COLUMNS, KPick, Sweep, pick_k, result_from_labels, score_sweep, sweep_k
 from .config import RunConfig
@@ -32,6 +34,7 @@ from .io.discover import IMAGE_EXTENSIONS, ImageRecord, attach_labels, discover
 from .io.duplicates import find_duplicates
 from .metrics import confusion, evaluate
 from .model import MODEL_DIR, save_model
+from .outdir import OUT_MARKER, claim_out_dir, holds_out_lock, keep_outputs
 from .outputs.k_candidates import K_CANDIDATES, load_candidate, save_candidates, sweep_fingerprint
 from .outputs.report import REPORT_DATA, load_report_data, save_report_data, suggest_names, write_report
 from .outputs.tables import (
@@ -45,6 +48,7 @@ from .outputs.tables import (
     write_csv,
     write_summary,
 )
+from .store import FileDigests
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +58,6 @@ CRITERIA_PNG = "criteria.png"
 
 Progress = Callable[[str, int, int], None]
 CacheSetting = str | os.PathLike[str] | bool | None
-# Written first into a new output folder, so a run killed before summary.json can be rerun into it.
-OUT_MARKER = ".imgclust-output"
 
 
 @dataclass
@@ -84,18 +86,30 @@ class Features:
     label_mode: str
     n_computed: int
     n_cached: int
+    stats: np.ndarray | None = None  # quality measurements taken while decoding (imgclust.clean.quality)
 
     @property
     def usable(self) -> list[ImageRecord]:
         return [r for r in self.records if r.ok]
 
     @property
-    def labels_true(self) -> list[str] | None:
-        """Ground-truth labels of the usable records, or None when no usable record has one."""
+    def labels_true(self) -> list[str | None] | None:
+        """Ground-truth labels of the usable records (None: this image has none and is not scored), or None
+        when no usable record has one."""
         labels = [r.label for r in self.usable]
         if all(lab is None for lab in labels):
             return None
-        return ["" if lab is None else lab for lab in labels]
+        return labels
+
+    def label_note(self) -> dict[str, Any]:
+        """What summary.json says about usable images that have no label while others have one."""
+        labels = self.labels_true
+        n = 0 if labels is None else sum(lab is None for lab in labels)
+        if not n:
+            return {}
+        where = " at the top level of the images folder" if self.label_mode == "folder" else ""
+        return {"n_unlabelled": n, "unlabelled_note": f"{n} images{where} have no {self.label_mode} label: they "
+                                                     "were clustered but left out of the scores."}
 
 
 @dataclass
@@ -120,6 +134,12 @@ def open_cache(cache: CacheSetting, extractor: Extractor) -> EmbeddingCache | No
     return None if root is None else EmbeddingCache(root, extractor.cache_id(), extractor.dim, extractor.name)
 
 
+def open_digests(cache: CacheSetting) -> FileDigests | None:
+    """The remembered content digests of files (so a rerun reads no unchanged file), or None without a cache."""
+    root = cache_root(cache)
+    return None if root is None else FileDigests(root)
+
+
 def cache_root(cache: CacheSetting) -> Path | None:
     """The cache folder a cache setting means: True/None -> the default folder, False -> none, a path -> there."""
     if cache is False:
@@ -134,9 +154,11 @@ def figure_cache(cache: CacheSetting) -> Path | None:
 
 
 def check_out_dir(images_dir: Path, out_dir: Path) -> None:
-    """Refuse an output folder inside the images folder, or one that holds other people's files."""
-    if is_within(out_dir, images_dir):
-        raise OutputError(f"The output folder {out_dir} is inside the images folder {images_dir}. "
+    """Refuse an output folder inside the images folder (however reached: through a symlinked subfolder too),
+    or one that holds other people's files."""
+    if inside_images(out_dir, images_dir):
+        how = "" if is_within(out_dir, images_dir) else ", reached through a symlinked folder in it"
+        raise OutputError(f"The output folder {out_dir} is inside the images folder {images_dir}{how}. "
                           "Choose an output folder outside it, so outputs are never read as input.")
     if is_within(images_dir, out_dir):
         raise OutputError(f"The images folder {images_dir} is inside the output folder {out_dir}. "
@@ -163,8 +185,12 @@ def _check_can_create(out_dir: Path) -> None:
 
 def load_features(images_dir: str | os.PathLike[str], config: RunConfig, *, cache: CacheSetting = True,
                   exclude: list[Path] | None = None, timer: Timer | None = None,
-                  progress: Progress | None = None, backend: Backend | None = None) -> Features:
+                  progress: Progress | None = None, backend: Backend | None = None,
+                  ks: Sequence[int] = ()) -> Features:
     """Discover the images, attach labels, and get every usable image's vector (cache first).
+
+    ``ks``: the k the caller will ask for; refused as soon as the files are found when there are fewer
+    candidate images than one of them (before any image is decoded).
 
     ``backend`` runs the extraction (default: :class:`~imgclust.backends.local.LocalBackend`; see
     :func:`imgclust.backends.get_backend` for a Dask cluster).
@@ -179,6 +205,8 @@ def load_features(images_dir: str | os.PathLike[str], config: RunConfig, *, cach
         records, label_mode = attach_labels(records, config.labels)
     if not records:
         raise InputError(f"Found 0 images under {images_dir}. Supported extensions: {' '.join(IMAGE_EXTENSIONS)}.")
+    check_k_fits(ks, sum(r.ok for r in records))
+    check_cache_dir(images_dir, cache)
     extractor = get_extractor(config.features, **config.feature_options)
     with timer.stage("extract"):
         store = open_cache(cache, extractor)
@@ -188,9 +216,31 @@ def load_features(images_dir: str | os.PathLike[str], config: RunConfig, *, cach
         raise InputError(f"None of the {len(records)} files under {images_dir} is a usable image "
                          f"({', '.join(f'{n} {s}' for s, n in reasons.most_common())}). See assignments.csv "
                          "of a run with at least one good image for each file's reason.")
-    return Features(images_dir.resolve(), ex.records, ex.X, extractor, label_mode, ex.n_computed, ex.n_cached)
+    return Features(images_dir.resolve(), ex.records, ex.X, extractor, label_mode, ex.n_computed, ex.n_cached,
+                    ex.stats)
 
 
+def check_cache_dir(images_dir: Path, cache: CacheSetting) -> None:
+    """Refuse an embedding cache (``--cache``, ``$IMGCLUST_CACHE``, hidden or not) inside the images folder,
+    however reached: its plots would be clustered as images by the next run."""
+    root = cache_root(cache)
+    if root is not None and inside_images(root, images_dir):
+        raise OutputError(f"The cache folder {root} is inside the images folder {images_dir} (or a folder linked "
+                          "from it), so its files would be read as images. Choose a cache folder outside it "
+                          "(--cache or $IMGCLUST_CACHE), or run with --no-cache.")
+
+
+def check_k_fits(ks: Sequence[int], n_found: int) -> None:
+    """Refuse a k larger than the number of images found, before extraction (the exact check, against the
+    images that decoded, follows it)."""
+    too_big = [k for k in ks if k > n_found]
+    if too_big:
+        raise ParameterError(f"k must be between 1 and the number of usable images ({n_found}); got "
+                             f"{', '.join(map(str, too_big))}." + (" Give smaller --ks." if len(ks) > 1 else "")
+                             + f" (Checked before decoding: {n_found} files look like images.)")
+
+
+@holds_out_lock
 def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], config: RunConfig | None = None, *,
         cache: CacheSetting = True, progress: Progress | None = None, backend: Backend | None = None,
         **settings: Any) -> RunResult:
@@ -218,16 +268,18 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
         raise InputError(f"The images folder {images_dir} does not exist or is not a folder.")
     check_out_dir(images_dir, out_dir)
     get_clusterer(config.method)  # an unknown method fails now, not after extraction
+    clean_settings(config.clean_options)
     timer = Timer()
     backend = backend or LocalBackend()
     feats = load_features(images_dir, config, cache=cache, exclude=[out_dir], timer=timer, progress=progress,
-                          backend=backend)
+                          backend=backend, ks=[config.k] if config.k is not None else [])
     if config.k is not None:
         validate_k(config.k, len(feats.X))  # before anything is written to out_dir
     with timer.stage("duplicates"):
-        dups = find_duplicates(feats.usable)
-    ensure_writable_dir(out_dir)
-    atomic_write_text(out_dir / OUT_MARKER, "This folder holds the outputs of an imgclust run.\n")
+        dups = find_duplicates(feats.usable, digests=open_digests(cache))
+    with timer.stage("clean"):
+        cleaned = clean_checks(feats, config, cache, progress)
+    claim_out_dir(out_dir, "This folder holds the outputs of an imgclust run.\n")
 
     k_info: dict[str, Any] = {"k_auto": False}
     with timer.stage("cluster"):
@@ -252,6 +304,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
                                             info={"from": K_CANDIDATES})
                 k_info["k_from_sweep"] = True
                 k_info.update(_earlier_k_choice(out_dir))
+                keep_outputs(out_dir, SWEEP_CSV, K_CANDIDATES)  # still this grouping's sweep: not stale
             else:
                 result = backend.cluster(feats.X, k, config)
             sweep_table = None
@@ -264,9 +317,12 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
         summary = _summary(feats, config, result, metrics, timer, k_info, out_dir)
         summary["backend"] = backend.describe()
         summary["n_duplicates"], summary["duplicates"] = dups.n_duplicates, dups.groups
+        summary.update(cleaned.summary())
         rows = assignments_table(feats.records, result.labels, result.distances, with_labels=labels_true is not None,
-                                 extra={"duplicate_of": dups.duplicate_of})
+                                 extra={"duplicate_of": dups.duplicate_of, **cleaned.columns()})
+        retire_edits(out_dir)  # an earlier run's corrections do not apply to this clustering
         write_csv(out_dir / ASSIGNMENTS, rows)
+        write_csv(out_dir / DUPLICATES_CSV, cleaned.duplicate_rows(feats.usable), DUPLICATES_COLUMNS)
         if labels_true is not None:
             conf = confusion(labels_true, result.labels)
             write_confusion(out_dir / CONFUSION, conf, conf.hungarian_mapping())
@@ -285,6 +341,18 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
     return RunResult(out_dir, config, feats, result, metrics, summary)
 
 
+def clean_checks(feats: Features, config: RunConfig, cache: CacheSetting = True,
+                 progress: Progress | None = None) -> CleanResult:
+    """Quality flags, near-duplicate groups and outlier scores of the usable images (see :mod:`imgclust.clean`)."""
+    from .clean.stage import measure, open_stats_cache, run_checks
+
+    draft = feats.extractor.draft_size
+    stats, _ = measure(feats.usable, feats.stats, draft_size=draft, cache=open_stats_cache(cache_root(cache), draft),
+                       identity=config.identity, progress=progress)
+    return run_checks(feats.X, stats, config.clean_options, features=config.features, seed=config.seed)
+
+
+@holds_out_lock.without_cleanup
 def rebuild_report(out_dir: str | os.PathLike[str], *, map_method: str | None = None,
                    cache: CacheSetting = True, progress: Progress | None = None) -> Path:
     """Rebuild OUT_DIR/report.html from the files of a finished run.
@@ -298,21 +366,52 @@ def rebuild_report(out_dir: str | os.PathLike[str], *, map_method: str | None = 
     """
     out_dir = Path(out_dir)
     summary = read_summary(out_dir)
+    check_cache_dir(Path(summary.get("images_dir") or out_dir), cache)  # its plots go to the cache folder
     if map_method is not None or not (out_dir / REPORT_DATA).is_file():
         config = RunConfig.from_dict(summary["config"])
         rows = [r for r in read_assignments(out_dir) if r.get("status") == "ok" and r.get("cluster", "") != ""]
-        feats = load_features(summary["images_dir"], config, cache=cache, exclude=[out_dir], progress=progress)
-        index = {r.relpath: i for i, r in enumerate(feats.usable)}
-        missing = [r["path"] for r in rows if r["path"] not in index]
-        if missing:
-            raise InputError(f"{len(missing)} clustered images (e.g. {missing[0]}) can no longer be read under "
-                             f"{summary['images_dir']}, so the map cannot be recomputed. Run imgclust run again.")
-        X = feats.X[[index[r["path"]] for r in rows]]
+        X = run_vectors(out_dir, cache=cache, progress=progress, purpose="the map cannot be recomputed")
         labels = np.array([int(r["cluster"]) for r in rows])
         saved = load_report_data(out_dir, labels)  # keeps the clusterer's own centres when they were saved
         save_report_data(out_dir, X, labels, centers=None if saved is None else saved["centers"],
                          map_method=map_method or "pca", seed=config.seed)
     return write_report(out_dir, figure_cache=figure_cache(cache))
+
+
+def retire_edits(out_dir: Path) -> Path | None:
+    """Rename an earlier run's OUT_DIR/edits.jsonl to edits-until-TIME.jsonl (kept, no longer applied)."""
+    from .edits import EDITS
+
+    journal = out_dir / EDITS
+    if not journal.is_file():
+        return None
+    kept = out_dir / f"edits-until-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
+    os.replace(journal, kept)
+    log.warning("%s held the edits of an earlier run in this folder; kept as %s.", journal, kept.name)
+    return kept
+
+
+def run_vectors(out_dir: str | os.PathLike[str], *, cache: CacheSetting = True, progress: Progress | None = None,
+                purpose: str = "its vectors cannot be loaded") -> np.ndarray:
+    """The vectors of a finished run's clustered images, in assignments.csv order (cache first, else recomputed).
+
+    Returns:
+        np.ndarray of shape (n_clustered, dim), float32.
+
+    Raises:
+        InputError: OUT_DIR is not a run's output folder, or some of its images can no longer be read.
+    """
+    out_dir = Path(out_dir)
+    summary = read_summary(out_dir)
+    config = RunConfig.from_dict(summary["config"])
+    rows = [r for r in read_assignments(out_dir) if r.get("status") == "ok" and r.get("cluster", "") != ""]
+    feats = load_features(summary["images_dir"], config, cache=cache, exclude=[out_dir], progress=progress)
+    index = {r.relpath: i for i, r in enumerate(feats.usable)}
+    missing = [r["path"] for r in rows if r["path"] not in index]
+    if missing:
+        raise InputError(f"{len(missing)} clustered images (e.g. {missing[0]}) can no longer be read under "
+                         f"{summary['images_dir']}, so {purpose}. Run imgclust run again.")
+    return feats.X[[index[r["path"]] for r in rows]]
 
 
 def _earlier_k_choice(out_dir: Path) -> dict[str, Any]:
@@ -364,7 +463,8 @@ def _summary(feats: Features, config: RunConfig, result: ClusterResult, metrics:
     }
     if metrics is not None:
         summary["metrics"] = metrics
-        summary["n_labels"] = len(set(feats.labels_true or []))
+        summary["n_labels"] = len(set(feats.labels_true or []) - {None})
+        summary.update(feats.label_note())
     return summary
 
 
@@ -384,6 +484,7 @@ class SweepResult:
         return self.pick.k
 
 
+@holds_out_lock
 def sweep(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], config: RunConfig | None = None, *,
           ks: Sequence[int] | None = None, cache: CacheSetting = True, progress: Progress | None = None,
           **settings: Any) -> SweepResult:
@@ -414,14 +515,14 @@ def sweep(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], c
         raise InputError(f"The images folder {images_dir} does not exist or is not a folder.")
     check_out_dir(images_dir, out_dir)
     timer = Timer()
-    feats = load_features(images_dir, config, cache=cache, exclude=[out_dir], timer=timer, progress=progress)
     ks = sorted(set(ks if ks is not None else range(config.k_range[0], config.k_range[1] + 1)))
+    feats = load_features(images_dir, config, cache=cache, exclude=[out_dir], timer=timer, progress=progress,
+                          ks=ks)
     too_big = [k for k in ks if k > len(feats.X)]
     if too_big:
         raise ParameterError(f"k must be between 1 and the number of usable images ({len(feats.X)}); "
                              f"got {', '.join(map(str, too_big))}. Give smaller --ks.")
-    ensure_writable_dir(out_dir)
-    atomic_write_text(out_dir / OUT_MARKER, "This folder holds the outputs of an imgclust run.\n")
+    claim_out_dir(out_dir, "This folder holds the outputs of an imgclust run.\n")
     with timer.stage("sweep"):
         table = sweep_k(feats.X, ks, seed=config.seed, labels_true=feats.labels_true, method=config.method,
                         progress=progress, **config.method_options)
@@ -462,7 +563,8 @@ def sweep(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], c
             "config": config.to_dict(),
         }
         if feats.labels_true is not None:
-            summary["n_labels"] = len(set(feats.labels_true))
+            summary["n_labels"] = len(set(feats.labels_true) - {None})
+            summary.update(feats.label_note())
         write_summary(out_dir / SUMMARY, summary)
     summary["timings"] = dict(timer.seconds)
     write_summary(out_dir / SUMMARY, summary)

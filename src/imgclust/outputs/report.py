@@ -34,12 +34,14 @@ from typing import Any
 import numpy as np
 
 from .._fs import atomic_write_bytes, atomic_write_text
+from ..edits import load as load_edited
+from ..edits import summary_entry
 from ..errors import InputError, OutputError, ParameterError, missing_dependency
 from ..features.base import Extractor
 from ..io.decode import decode
 from ..metrics import confusion, evaluate
 from .colors import cluster_colors
-from .tables import read_assignments, read_summary
+from .tables import read_summary
 
 log = logging.getLogger(__name__)
 
@@ -437,15 +439,18 @@ def write_report(out_dir: str | os.PathLike[str], *, max_thumbs: int = MAX_THUMB
     out_dir = Path(out_dir)
     figures = Path(figure_cache) if figure_cache is not None else None
     summary = read_summary(out_dir)
-    rows = read_assignments(out_dir)
+    edited = load_edited(out_dir)  # the run as corrected in review / imgclust edit (excluded images: cluster '')
+    rows = edited.rows
     ok = [r for r in rows if r.get("status") == "ok" and r.get("cluster", "") != ""]
     if not ok:
         raise InputError(f"{out_dir}/assignments.csv lists no clustered image; there is nothing to report.")
     labels = np.array([int(r["cluster"]) for r in ok])
     distances = np.array([float(r["distance"] or "nan") for r in ok])
-    k = int(summary.get("k", labels.max() + 1))
+    k = max(int(summary.get("k", labels.max() + 1)), edited.k)
     colors = cluster_colors(k)
-    labels_true = [r.get("label", "") for r in ok] if "label" in ok[0] and any(r.get("label") for r in ok) else None
+    # an empty label is an unlabelled image (e.g. at the top level with folder labels): not scored
+    labels_true = ([r.get("label") or None for r in ok] if "label" in ok[0] and any(r.get("label") for r in ok)
+                   else None)
     images_dir = Path(summary.get("images_dir", ""))
 
     evaluation = None
@@ -454,7 +459,7 @@ def write_report(out_dir: str | os.PathLike[str], *, max_thumbs: int = MAX_THUMB
         conf = confusion(labels_true, labels)
         mapping = conf.hungarian_mapping()
         evaluation = {
-            "metrics": summary.get("metrics") or evaluate(labels_true, labels),
+            "metrics": (summary.get("metrics") if not edited.n_edits else None) or evaluate(labels_true, labels),
             "labels_mode": summary.get("labels_mode", ""),
             "n_labels": len(conf.labels),
             "mapping": [(c, mapping.get(c, ""), int(conf.matrix[i, conf.labels.index(mapping[c])]) if c in mapping else 0,
@@ -463,10 +468,10 @@ def write_report(out_dir: str | os.PathLike[str], *, max_thumbs: int = MAX_THUMB
         }
 
     n_near, n_far = thumbnails_per_cluster(k, max_thumbs=max_thumbs)
-    names = summary.get("cluster_names") or {}
-    shares = summary.get("cluster_name_shares") or {}
+    names = {str(c): n for c, n in edited.names.items()}
+    shares = {c: v for c, v in (summary.get("cluster_name_shares") or {}).items() if int(c) not in edited.given_names}
     picks: list[tuple[int, np.ndarray, np.ndarray]] = []
-    for c in range(k):
+    for c in edited.clusters:
         members = np.flatnonzero(labels == c)
         near, far = pick_thumbnails(distances[members], n_near, n_far)
         picks.append((c, members[near], members[far]))
@@ -477,14 +482,17 @@ def write_report(out_dir: str | os.PathLike[str], *, max_thumbs: int = MAX_THUMB
     clusters = []
     for c, near, far in picks:
         size = int(np.sum(labels == c))
-        top = Counter(labels_true[i] for i in np.flatnonzero(labels == c)).most_common(3) if labels_true else []
+        top = (Counter(str(labels_true[i]) for i in np.flatnonzero(labels == c) if labels_true[i] is not None)
+               .most_common(3) if labels_true else [])
         thumbs = [Thumb(ok[i]["path"], srcs[int(i)], float(distances[i]), ok[i].get("label", ""), outlier)
                   for idx, outlier in ((near, False), (far, True)) for i in idx]
         clusters.append(ClusterView(c, size, size / len(ok), colors[c], names.get(str(c), ""),
                                     shares.get(str(c)), mapping.get(c), top, thumbs))
 
     plots = {}
-    data = load_report_data(out_dir, labels)
+    data = load_report_data(out_dir, edited.state.original)  # the map of the run's images ...
+    if data is not None and edited.n_edits:  # ... without the excluded ones
+        data = {**data, "coords": data["coords"][edited.state.labels >= 0]}
     if data is not None:
         method = str(data["map_method"])
         plots["map"] = cached_figure_uri(figures, "cluster_map_figure", data["coords"], labels, k=k,
@@ -495,10 +503,14 @@ def write_report(out_dir: str | os.PathLike[str], *, max_thumbs: int = MAX_THUMB
     k_choice = k_choice_view(out_dir, summary, k, figures)
 
     failed = [r for r in rows if r.get("status") != "ok"]
+    from .report_clean import clean_view
+
+    clean = clean_view(out_dir, ok, summary, thumbnail_data_uri)
     html = _environment().get_template("report.html.j2").render(
         s=summary, k=k, n_ok=len(ok), clusters=clusters, evaluation=evaluation, plots=plots, sweep=sweep,
         k_choice=k_choice,
         failed=failed[:MAX_FAILED_LISTED], n_failed=len(failed), n_near=n_near, n_far=n_far,
-        map_title=MAP_TITLES.get(str(data["map_method"]), "") if data is not None else "",
+        map_title=MAP_TITLES.get(str(data["map_method"]), "") if data is not None else "", clean=clean,
+        edits=summary_entry(edited) if edited.n_edits else None,
     )
     return atomic_write_text(out_dir / REPORT, html)

@@ -1,0 +1,289 @@
+"""The clean stage of a run: quality flags, near-duplicate groups and outlier scores, as columns.
+
+:func:`measure` gets every usable image's quality measurements (taken while decoding, else from
+the cache, else, only for images that were neither, by decoding them once);
+:func:`run_checks` turns the measurements and the vectors into a :class:`CleanResult`, which
+gives the columns of assignments.csv, the rows of duplicates.csv and the counts of summary.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..cache import EmbeddingCache, file_keys
+from ..errors import ParameterError
+from ..io.decode import decode
+from ..io.discover import ImageRecord
+from .neardup import DEFAULT_NEIGHBOURS, NearDuplicates, find_near_duplicates
+from .neardup import validate as validate_near
+from .outliers import DEFAULT_CUTOFF, DEFAULT_K, Outliers, outlier_scores
+from .quality import (
+    N_STATS,
+    STATS,
+    STATS_VERSION,
+    hash_bits,
+    image_stats,
+    layout_rows,
+    quality_column,
+    quality_counts,
+    quality_flags,
+)
+
+log = logging.getLogger(__name__)
+
+DUPLICATES_CSV = "duplicates.csv"
+DUPLICATES_COLUMNS = ("group", "path", "kept", "similarity", "width", "height", "sharpness", "file_size")
+KEEP_RULES = ("largest", "sharpest")
+#: The settings RunConfig.clean_options may hold, with their defaults.
+CLEAN_OPTIONS: dict[str, Any] = {"near_duplicates": "auto", "near_duplicate_threshold": None,
+                                 "outlier_k": DEFAULT_K, "outlier_cutoff": DEFAULT_CUTOFF}
+
+
+def clean_settings(options: dict[str, Any] | None) -> dict[str, Any]:
+    """``options`` completed with the defaults, checked."""
+    options = dict(options or {})
+    unknown = set(options) - set(CLEAN_OPTIONS)
+    if unknown:
+        raise ParameterError(f"Unknown clean options: {', '.join(sorted(unknown))}. Known: {', '.join(CLEAN_OPTIONS)}.")
+    settings = {**CLEAN_OPTIONS, **options}
+    method = settings["near_duplicates"]
+    validate_near("embedding" if method == "auto" else method, settings["near_duplicate_threshold"])
+    return settings
+
+
+# Extractors whose vectors are a network's embedding: the near-duplicate threshold was measured on those.
+NETWORK_FEATURES = ("efficientnet-", "timm:")
+
+
+def near_duplicate_method(setting: str, features: str) -> str:
+    """``auto`` -> ``embedding`` for network features, ``phash`` for hand-made ones (pixels, histograms, HOG:
+    their cosines are high between any two images, so no embedding threshold fits them)."""
+    if setting != "auto":
+        return setting
+    return "embedding" if features.startswith(NETWORK_FEATURES) else "phash"
+
+
+def stats_cache_id(draft_size: tuple[int, int] | None) -> str:
+    """The cache id of the quality measurements: they depend on the decode scale (a JPEG's draft)."""
+    draft = "full" if draft_size is None else f"{draft_size[0]}x{draft_size[1]}"
+    return f"quality-v{STATS_VERSION}-{N_STATS}-{draft}"
+
+
+def open_stats_cache(root: Any, draft_size: tuple[int, int] | None) -> EmbeddingCache | None:
+    """The cache of quality measurements beside the vectors (None without a cache folder)."""
+    if root is None:
+        return None
+    return EmbeddingCache(root, stats_cache_id(draft_size), N_STATS, "quality measurements")
+
+
+def _stats_of_file(record: ImageRecord, draft_size: tuple[int, int] | None) -> np.ndarray:
+    decoded = decode(record.path, draft_size=draft_size)
+    if decoded.image is None:
+        return np.full(N_STATS, np.nan, np.float32)
+    return image_stats(decoded.image, decoded.original_size)
+
+
+def measure(usable: Sequence[ImageRecord], decoded_stats: np.ndarray | None, *, draft_size: tuple[int, int] | None,
+            cache: EmbeddingCache | None = None, identity: str = "stat", threads: int = 2,
+            progress: Callable[[str, int, int], None] | None = None) -> tuple[np.ndarray, int]:
+    """The quality measurements of every usable image.
+
+    Args:
+        usable: the usable records, in the order of the vectors.
+        decoded_stats: np.ndarray of shape (len(usable), N_STATS) taken while decoding (NaN rows
+            for images whose vectors came from the cache), or None.
+        draft_size: the extractor's decode scale (measurements are taken at that scale).
+        cache: where measurements are kept between runs (see :func:`open_stats_cache`).
+
+    Returns:
+        (np.ndarray of shape (len(usable), N_STATS), float32; how many images had to be decoded again).
+    """
+    n = len(usable)
+    S = np.full((n, N_STATS), np.nan, np.float32) if decoded_stats is None else np.array(decoded_stats, np.float32)
+    known = np.asarray(~np.isnan(S).any(axis=1), dtype=bool)
+    keys: list[str | None] = [None] * n
+    if cache is not None:
+        # One batched lookup; content digests come from the cache's remembered ones (no file re-read).
+        digests = cache.digests if identity == "content" else None
+        keys = [k if isinstance(k, str) else None for k in file_keys(usable, identity, digests)]
+        present = np.zeros(n, dtype=bool)
+        with_key = [i for i in range(n) if keys[i] is not None]
+        present[with_key] = cache.contains_many([k for k in keys if k is not None])
+        fresh = [i for i in np.flatnonzero(known) if keys[i] is not None and not present[i]]
+        if fresh:
+            cache.put_many([keys[i] for i in fresh], S[fresh])  # type: ignore[misc]
+        hits = [i for i in np.flatnonzero(~known) if present[i]]
+        if hits:
+            S[hits] = cache.get_many([keys[i] for i in hits])  # type: ignore[misc]
+            known[hits] = True
+    todo = np.flatnonzero(~known).tolist()
+    if todo:
+        log.info("Decoding %d images for their quality measurements (not measured before).", len(todo))
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            for j, row in enumerate(pool.map(lambda i: _stats_of_file(usable[i], draft_size), todo)):
+                S[todo[j]] = row
+                if progress:
+                    progress("quality", j + 1, len(todo))
+        if cache is not None:
+            done = [i for i in todo if keys[i] is not None and not np.isnan(S[i]).any()]
+            if done:
+                cache.put_many([keys[i] for i in done], S[done])  # type: ignore[misc]
+    return S, len(todo)
+
+
+@dataclass
+class CleanResult:
+    """The checks of a run, one entry per usable image.
+
+    Attributes:
+        stats: np.ndarray of shape (n, N_STATS), float32: quality measurements (NaN where unknown).
+        flags: the quality flags of each image.
+        near: the near-duplicate groups; outliers: the outlier scores.
+        settings: the clean settings used.
+    """
+
+    stats: np.ndarray
+    flags: list[list[str]]
+    near: NearDuplicates
+    outliers: Outliers
+    settings: dict[str, Any]
+
+    def columns(self) -> dict[str, list[Any]]:
+        """The new columns of assignments.csv (one value per usable image)."""
+        return {
+            "near_duplicate_group": ["" if g < 0 else int(g) for g in self.near.group],
+            "outlier_score": [f"{float(s):.4f}" for s in self.outliers.score],
+            "outlier": [int(o) for o in self.outliers.outlier],
+            "quality": quality_column(self.flags),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The counts written to summary.json."""
+        counts = quality_counts(self.flags)
+        return {
+            "quality_counts": counts,
+            "n_quality_flagged": sum(1 for f in self.flags if f),
+            "near_duplicates": {"method": self.near.method,
+                                "threshold": None if math.isnan(self.near.threshold) else self.near.threshold,
+                                "n_groups": self.near.n_groups, "n_images": int((self.near.group >= 0).sum()),
+                                "n_extra": self.near.n_extra},
+            "outliers": {"n_outliers": self.outliers.n_outliers, "k": self.outliers.k, "cutoff": self.outliers.cutoff,
+                         "rule": f"distance to the {self.outliers.k}-th nearest neighbour divided by the mean of "
+                                 f"the neighbours' own, at least {self.outliers.cutoff:g}"},
+        }
+
+    def duplicate_rows(self, usable: Sequence[ImageRecord]) -> list[dict[str, Any]]:
+        """The rows of duplicates.csv: every member of every group, the kept one (largest) marked."""
+        rows: list[dict[str, Any]] = []
+        col = {name: i for i, name in enumerate(STATS)}
+        for g, members in enumerate(self.near.groups):
+            group_rows = []
+            for i in members:
+                s = self.stats[i]
+                group_rows.append({"group": g, "path": usable[i].relpath, "kept": 0,
+                                   "similarity": f"{float(self.near.similarity[i]):.4f}",
+                                   "width": _int_or_blank(s[col["width"]]), "height": _int_or_blank(s[col["height"]]),
+                                   "sharpness": "" if np.isnan(s[col["sharpness"]]) else f"{float(s[col['sharpness']]):.4f}",
+                                   "file_size": usable[i].size})
+            group_rows[pick_kept(group_rows, "largest")]["kept"] = 1
+            rows.extend(group_rows)
+        return rows
+
+
+def _int_or_blank(v: float) -> int | str:
+    return "" if np.isnan(v) else int(v)
+
+
+def _num(row: dict[str, Any], name: str) -> float:
+    try:
+        return float(row.get(name, "") or "nan")
+    except ValueError:
+        return float("nan")
+
+
+def pick_kept(rows: Sequence[dict[str, Any]], rule: str = "largest") -> int:
+    """Which member of a near-duplicate group to keep (an index into ``rows``, rows of duplicates.csv).
+
+    ``largest``: most pixels, then the larger file, then the sharper; ``sharpest``: the highest
+    sharpness, then the most pixels. Ties go to the first path in sort order.
+    """
+    if rule not in KEEP_RULES:
+        raise ParameterError(f"The image kept per duplicate group is the largest or the sharpest; got '{rule}'.")
+
+    def key(j: int) -> tuple[float, ...]:
+        r = rows[j]
+        pixels = _num(r, "width") * _num(r, "height")
+        pixels = -1.0 if math.isnan(pixels) else pixels
+        sharp = _num(r, "sharpness")
+        sharp = -1.0 if math.isnan(sharp) else sharp
+        size = _num(r, "file_size")
+        size = -1.0 if math.isnan(size) else size
+        return (pixels, size, sharp) if rule == "largest" else (sharp, pixels, size)
+
+    order = sorted(range(len(rows)), key=lambda j: str(rows[j]["path"]))
+    return max(order, key=key)
+
+
+def run_checks(X: np.ndarray, stats: np.ndarray, settings: dict[str, Any] | None = None, *,
+               features: str = "efficientnet-lite0", seed: int = 0) -> CleanResult:
+    """Quality flags, near-duplicate groups and outlier scores of n images.
+
+    Args:
+        X: np.ndarray of shape (n, dim): the run's vectors.
+        stats: np.ndarray of shape (n, N_STATS): their quality measurements (:func:`measure`).
+        settings: see :data:`CLEAN_OPTIONS` (defaults for missing keys).
+        features: the extractor's name (picks the near-duplicate method when it is ``auto``).
+
+    Two neighbour searches: over the vectors (near-duplicates) and over the centred vectors (outliers).
+    """
+    from ..neighbors import knn, unit_rows
+
+    settings = clean_settings(settings)
+    n = len(X)
+    flags = quality_flags(stats)
+    m = min(DEFAULT_NEIGHBOURS, n - 1)
+    empty = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+    sims, idx = knn(unit_rows(X), m, seed=seed) if m >= 1 else empty
+    method = settings["near_duplicates"] = near_duplicate_method(settings["near_duplicates"], features)
+    validate_near(method, settings["near_duplicate_threshold"])
+    threshold = settings["near_duplicate_threshold"]
+    if method == "phash":
+        near = _phash_groups(stats, threshold, seed)
+    else:
+        # A flat image has no content to compare: two flat images of any colours look alike to a network.
+        low = np.array(["low_information" in f for f in flags], dtype=bool)
+        pairs = None
+        if m >= 1:
+            keep = ~low[:, None] & ~low[np.clip(idx, 0, None)] & (idx >= 0)
+            pairs = (np.where(keep, sims, -np.inf).astype(np.float32), idx)
+        near = find_near_duplicates(X, method=method, threshold=threshold, seed=seed, knn_result=pairs,
+                                    layout=layout_rows(stats))
+    # Outliers on the centred vectors (see imgclust.clean.outliers): a second neighbour search.
+    m_out = min(int(settings["outlier_k"]), n - 1)
+    centred = knn(unit_rows(X - X.mean(axis=0)), m_out, seed=seed) if m_out >= 1 else empty
+    outliers = outlier_scores(*centred, k=int(settings["outlier_k"]), cutoff=float(settings["outlier_cutoff"]))
+    return CleanResult(stats, flags, near, outliers, settings)
+
+
+def _phash_groups(stats: np.ndarray, threshold: float | None, seed: int) -> NearDuplicates:
+    """Near-duplicates by perceptual hash, among the images whose hash is known."""
+    from ..neighbors import knn, unit_rows
+
+    n = len(stats)
+    known = np.flatnonzero(~np.isnan(stats).any(axis=1))
+    group = np.full(n, -1, np.int64)
+    similarity = np.full(n, np.nan, np.float32)
+    t = validate_near("phash", threshold)
+    if len(known) >= 2:
+        H = hash_bits(stats[known])
+        sub = find_near_duplicates(H, method="phash", threshold=threshold, seed=seed,
+                                   knn_result=knn(unit_rows(H), min(DEFAULT_NEIGHBOURS, len(known) - 1), seed=seed))
+        group[known], similarity[known] = sub.group, sub.similarity
+    return NearDuplicates(group, similarity, "phash", t)

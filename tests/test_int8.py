@@ -1,0 +1,178 @@
+"""int8 EfficientNet-Lite: its own cache id, the fp32 fallback, saved models that record the precision."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw, ImageFilter
+
+import imgclust
+from imgclust.cli import main
+from imgclust.cluster import cluster
+from imgclust.config import RunConfig
+from imgclust.errors import InputError, ParameterError
+from imgclust.features import efficientnet, get_extractor
+from imgclust.features.quantize import calibration_images, int8_unavailable_reason
+from imgclust.model import save_model
+
+
+@pytest.fixture()
+def int8_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend the CPU has int8 dot-product instructions (the tests do not depend on the machine's)."""
+    monkeypatch.setattr(efficientnet, "int8_unavailable_reason", lambda: None)
+
+
+@pytest.fixture()
+def no_int8_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(efficientnet, "int8_unavailable_reason", lambda: "this CPU has no int8 dot-product (test)")
+    monkeypatch.setattr(efficientnet, "_WARNED", set())
+
+
+def drawn_scenes() -> list[Image.Image]:
+    """Photo-like drawings: colour gradients, overlapping shapes, blur and sensor-like noise, at photo and
+    thumbnail sizes (drawn here, nothing read from disk). Flat single-colour drawings are a harder case
+    for int8 (cosine as low as 0.89 with the conftest shapes) that photographs do not present."""
+    out = []
+    for seed in range(8):
+        for w, h in ((320, 240), (48, 48)):
+            rng = np.random.default_rng(seed)
+            yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+            c0, c1, c2 = (rng.uniform(0, 255, 3) for _ in range(3))
+            base = c0 + np.multiply.outer(xx, c1 - c0) + np.multiply.outer(yy, c2 - c0) * 0.5
+            img = Image.fromarray(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8))
+            draw = ImageDraw.Draw(img)
+            for _ in range(int(rng.integers(3, 8))):
+                x0, y0 = rng.uniform(0, w * 0.8), rng.uniform(0, h * 0.8)
+                box = (x0, y0, x0 + rng.uniform(w * 0.1, w * 0.5), y0 + rng.uniform(h * 0.1, h * 0.5))
+                shape = draw.rectangle if rng.integers(0, 2) else draw.ellipse
+                shape(box, fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+            arr = np.asarray(img.filter(ImageFilter.GaussianBlur(1.5))).astype(np.float64) + rng.normal(0, 8, (h, w, 3))
+            out.append(Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)))
+    return out
+
+
+def test_int8_has_its_own_cache_id_and_fp32_keeps_the_old_one(int8_here: None) -> None:
+    fp32 = get_extractor("efficientnet-lite0")
+    int8 = get_extractor("efficientnet-lite0", precision="int8")
+    assert int8.precision == "int8" and fp32.precision == "fp32"
+    assert int8.cache_id() != fp32.cache_id()
+    # fp32 ids do not change with this feature, so vectors cached before it stay valid.
+    assert get_extractor("efficientnet-lite0", precision="fp32").cache_id() == fp32.cache_id()
+    assert "precision" not in fp32.preprocessing()
+    assert int8.describe()["precision"] == "int8" and fp32.describe()["precision"] == "fp32"
+    # Each variant's int8 graph is its own file next to the fp32 one.
+    assert int8._graph_path() != fp32._graph_path() and int8._graph_path().parent == fp32._graph_path().parent
+    assert get_extractor("efficientnet-lite2", precision="int8").cache_id() != int8.cache_id()
+
+
+def test_a_missing_int8_kernel_falls_back_to_fp32_with_one_log_line(no_int8_here: None,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="imgclust.features.efficientnet"):
+        ex = get_extractor("efficientnet-lite0", precision="int8")
+        again = get_extractor("efficientnet-lite0", precision="int8")
+    assert ex.precision == again.precision == "fp32"
+    assert ex.cache_id() == get_extractor("efficientnet-lite0").cache_id()
+    assert ex._graph_path() == ex._onnx_path()
+    assert ex.precision_note is not None and "no int8 dot-product" in ex.precision_note
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "runs in fp32" in lines[0], lines
+
+
+def test_precision_is_checked() -> None:
+    with pytest.raises(ParameterError, match="precision must be one of fp32, int8; got 'int4'"):
+        get_extractor("efficientnet-lite0", precision="int4")
+    with pytest.raises(ParameterError, match="int8 runs on ONNX Runtime"):
+        get_extractor("efficientnet-lite0", precision="int8", runtime="torch")
+
+
+def test_the_check_names_what_is_missing() -> None:
+    reason = int8_unavailable_reason()
+    assert reason is None or "int8" in reason or "not installed" in reason
+
+
+def test_cli_precision_is_for_efficientnet_only(image_folder: Path, tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["run", str(image_folder), "--out", str(tmp_path / "o"), "--features", "pixels",
+                                  "--precision", "int8", "-q"])
+    assert r.exit_code == 2
+    assert "--precision is for the efficientnet-lite features; 'pixels' runs in fp32 only." in r.output
+
+
+def test_calibration_images_are_seeded_crops_of_the_shipped_photos() -> None:
+    a = [np.asarray(im) for im in calibration_images(6)]
+    b = [np.asarray(im) for im in calibration_images(6)]
+    assert len(a) == 6 and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert all(min(x.shape[:2]) <= 64 for x in a[1::2])  # every second one is thumbnail-sized
+
+
+def save_lite0_model(folder: Path, precision: str = "fp32") -> Path:
+    """A model saved as a run saves it, for Lite0 vectors of ``precision`` (random centres: no network runs)."""
+    options = {"precision": precision} if precision != "fp32" else {}
+    extractor = get_extractor("efficientnet-lite0", **options)
+    X = np.random.default_rng(0).normal(size=(18, 1280)).astype(np.float32)
+    result = cluster(X, 3, method="kmeans", seed=0)
+    return save_model(folder, extractor, RunConfig(features="efficientnet-lite0", feature_options=options), result,
+                      {})
+
+
+def test_saved_model_records_precision_and_assign_refuses_another(image_folder: Path, tmp_path: Path,
+                                                                  int8_here: None) -> None:
+    fp32_model = save_lite0_model(tmp_path / "fp32")
+    int8_model = save_lite0_model(tmp_path / "int8", "int8")
+    assert json.loads((fp32_model / "model.json").read_text())["extractor"]["precision"] == "fp32"
+    doc = json.loads((int8_model / "model.json").read_text())
+    assert doc["extractor"]["precision"] == "int8" and doc["feature_options"] == {"precision": "int8"}
+    for model, asked, fitted in ((fp32_model, "int8", "fp32"), (int8_model, "fp32", "int8")):
+        r = CliRunner().invoke(main, ["assign", str(model), str(image_folder), "--out", str(tmp_path / "a"),
+                                      "--precision", asked, "-q"])
+        assert r.exit_code == 2, r.output
+        assert (f"This model was fitted on {fitted} vectors; --precision {asked} makes {asked} vectors, which its "
+                f"centres do not fit. Leave out --precision (assign uses the model's {fitted})") in " ".join(r.output.split())
+        assert not (tmp_path / "a").exists()
+
+
+def test_assign_refuses_an_int8_model_where_int8_falls_back(image_folder: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # An int8 model taken to a machine without int8 kernels: the vectors there would be fp32.
+    monkeypatch.setattr(efficientnet, "int8_unavailable_reason", lambda: None)
+    model = save_lite0_model(tmp_path / "int8", "int8")
+    monkeypatch.setattr(efficientnet, "int8_unavailable_reason", lambda: "this CPU has no int8 dot-product (test)")
+    with pytest.raises(InputError, match="fitted on int8 vectors, but int8 is not available here"):
+        imgclust.assign(model, image_folder, tmp_path / "a", cache=False)
+
+
+@pytest.mark.slow
+def test_int8_vectors_are_close_to_fp32_and_models_round_trip(image_folder: Path, tmp_path: Path) -> None:
+    """Exports and quantises Lite0 (tens of seconds on a busy 2-core machine)."""
+    if int8_unavailable_reason() is not None:
+        pytest.skip(f"int8 is not available here: {int8_unavailable_reason()}")
+    models = tmp_path / "models"
+    fp32 = get_extractor("efficientnet-lite0", model_dir=models)
+    int8 = get_extractor("efficientnet-lite0", model_dir=models, precision="int8")
+    batch = np.stack([fp32.prepare(im) for im in drawn_scenes()])
+    a, b = fp32.embed(batch), int8.embed(batch)
+    cos = np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    # Measured: mean 0.980, lowest 0.950 (64 photos per shared set: mean 0.983-0.994, lowest 0.955-0.984).
+    assert cos.mean() >= 0.97 and cos.min() >= 0.93, cos
+    assert not np.array_equal(a, b)
+    assert sorted(p.name for p in models.glob("*.onnx")) == sorted([fp32._onnx_path().name, int8._int8_path().name])
+    # A run at int8 records it; assign uses it by default and refuses fp32.
+    run = imgclust.run(image_folder, tmp_path / "run", features="efficientnet-lite0", k=3, method="kmeans", seed=0,
+                       cache=tmp_path / "cache", feature_options={"precision": "int8", "model_dir": str(models)})
+    doc = json.loads((run.out_dir / "model" / "model.json").read_text())
+    assert doc["extractor"]["precision"] == "int8" and doc["feature_options"]["precision"] == "int8"
+    assigned = imgclust.assign(run.out_dir / "model", image_folder, tmp_path / "a", cache=tmp_path / "cache")
+    np.testing.assert_array_equal(assigned.labels, run.labels)
+    with pytest.raises(InputError, match="fitted on int8 vectors; --precision fp32"):
+        imgclust.assign(run.out_dir / "model", image_folder, tmp_path / "b", precision="fp32")
+    # The int8 graph is kept with its SHA-256 like the fp32 one: a replaced graph is quantised again.
+    int8_graph = int8._int8_path()
+    good = int8_graph.read_bytes()
+    int8_graph.write_bytes(b"not an onnx graph")
+    again = get_extractor("efficientnet-lite0", model_dir=models, precision="int8")
+    np.testing.assert_allclose(again.embed(batch), b, rtol=1e-5, atol=1e-5)
+    assert int8_graph.read_bytes() == good
