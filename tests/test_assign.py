@@ -90,7 +90,7 @@ def test_transform_recorded_by_a_clusterer_is_saved_and_replayed(tmp_path: Path)
     X = np.r_[rng.normal(0, 1, (20, 12)), rng.normal(4, 1, (20, 12))].astype(np.float32)
     steps = [{"op": "l2_normalize"}, {"op": "subtract", "vector": rng.normal(size=12).tolist()},
              {"op": "scale", "vector": np.full(12, 2.0)}, {"op": "project", "matrix": rng.normal(size=(12, 3))}]
-    fit = cluster(apply_transform(X, steps), 2, seed=0)
+    fit = cluster(apply_transform(X, steps), 2, method="kmeans", seed=0)
     result = ClusterResult(fit.labels, fit.centers, fit.distances, fit.inertia, 2, 0, "kmeans",
                            info={"transform": steps})
     save_model(tmp_path / "m", get_extractor("pixels", size=2), RunConfig(features="pixels"), result,
@@ -105,7 +105,7 @@ def test_transform_recorded_by_a_clusterer_is_saved_and_replayed(tmp_path: Path)
 
 
 def test_unknown_transform_step_is_refused_at_save(tmp_path: Path):
-    fit = cluster(np.eye(4, dtype=np.float32), 2, seed=0)
+    fit = cluster(np.eye(4, dtype=np.float32), 2, method="kmeans", seed=0)
     result = ClusterResult(fit.labels, fit.centers, fit.distances, fit.inertia, 2, 0, "other",
                            info={"transform": [{"op": "umap"}]})
     with pytest.raises(ValueError, match="'umap' that saved models cannot replay"):

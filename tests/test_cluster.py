@@ -10,7 +10,7 @@ from imgclust.metrics import accuracy_hungarian
 
 def test_kmeans_recovers_blobs_and_result_contract():
     X, y = make_blobs(n_samples=600, centers=4, n_features=16, cluster_std=1.0, random_state=3)
-    r = cluster(X.astype(np.float32), 4, seed=0)
+    r = cluster(X.astype(np.float32), 4, method="kmeans", seed=0)
     assert accuracy_hungarian(y, r.labels) == 1.0
     assert r.labels.shape == (600,) and r.centers.shape == (4, 16) and r.distances.shape == (600,)
     assert r.centers.dtype == np.float32 and r.distances.dtype == np.float32
@@ -24,7 +24,7 @@ def test_kmeans_recovers_blobs_and_result_contract():
 
 def test_same_seed_same_labels_other_seed_runs():
     X, _ = make_blobs(n_samples=300, centers=6, n_features=5, random_state=1)
-    a, b = cluster(X, 6, seed=7), cluster(X, 6, seed=7)
+    a, b = cluster(X, 6, method="kmeans", seed=7), cluster(X, 6, method="kmeans", seed=7)
     np.testing.assert_array_equal(a.labels, b.labels)
 
 
@@ -50,3 +50,12 @@ def test_k_edges_and_errors():
 
 def test_registry_lists_kmeans():
     assert "kmeans" in [s.name for s in list_clusterers()]
+
+
+def test_default_method_is_the_default_of_run():
+    from imgclust.cluster.choose_k import choose_k
+    from imgclust.config import DEFAULT_METHOD, RunConfig
+
+    X, _ = make_blobs(n_samples=120, centers=3, n_features=6, random_state=0)
+    assert cluster(X, 3).method == RunConfig().method == DEFAULT_METHOD == "spectral"
+    assert choose_k(X, (2, 4)).result.method == DEFAULT_METHOD

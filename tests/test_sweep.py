@@ -64,6 +64,7 @@ def test_auto_k_run_keeps_the_sweep_next_to_the_summary(image_folder: Path, tmp_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["k"] == r.clustering.k == 3
     assert summary["k_auto"] is True and summary["k_reason"].startswith("the images fall most clearly into 3 groups")
+    assert summary["k_sample"] == r.summary["n_ok"]  # a small folder: the sweep saw every image
     header, rows = read_csv(out / "sweep.csv")
     assert header == COLUMNS and [int(row["k"]) for row in rows] == [2, 3, 4, 5, 6]
 

@@ -11,8 +11,9 @@ Exact or approximate: below ``exact_below`` rows (default :data:`EXACT_BELOW`) t
 a float32 matrix product in blocks of about 32M similarities (memory stays bounded); above it, a
 faiss ``IndexIVFFlat`` with the inner-product metric:
 
-- ``nlist`` = 4 sqrt(n) inverted lists (between 16 and 16,384), trained by faiss's k-means on at most
-  64 rows per list drawn with ``seed`` (faiss's clustering seed is set from it too);
+- ``nlist`` = 2 sqrt(n) inverted lists (between 16 and 16,384), trained by faiss's k-means (10
+  iterations) on at most 32 rows per list drawn with ``seed`` (faiss's clustering seed is set from it
+  too);
 - ``nprobe`` (lists visited per query) is calibrated on the data: 256 rows drawn with ``seed`` are
   searched exactly and with the index, and ``nprobe`` doubles from 8 until the recall of their
   ``n_neighbors`` neighbours is at least :data:`TARGET_RECALL` (0.95) or every list is visited.
@@ -44,7 +45,7 @@ EXACT_BELOW = 20_000
 _BLOCK_ENTRIES = 1 << 25
 TARGET_RECALL = 0.95
 _CALIBRATION_QUERIES = 256
-_TRAIN_PER_LIST = 64
+_TRAIN_PER_LIST = 32
 
 
 def unit_rows(X: np.ndarray) -> np.ndarray:
@@ -146,13 +147,14 @@ class NeighborIndex:
         import faiss  # a core dependency (faiss-cpu); imported here so small runs do not pay for it
 
         n, d = self.Z.shape
-        self.nlist = int(min(16_384, max(16, round(4 * math.sqrt(n))), n // 4 or 1))
+        self.nlist = int(min(16_384, max(16, round(2 * math.sqrt(n))), n // 4 or 1))
         rng = np.random.default_rng(seed)
         n_train = min(n, _TRAIN_PER_LIST * self.nlist)
         train = self.Z if n_train == n else self.Z[np.sort(rng.choice(n, size=n_train, replace=False))]
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = int(seed) % (2**31)
+        index.cp.niter = 10
         index.cp.min_points_per_centroid = 1  # no warning when there are few rows per list
         index.train(train)
         index.add(self.Z)

@@ -290,7 +290,9 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
 
             choice = choose_k(feats.X, k_range=config.k_range, method=config.method, seed=config.seed,
                               **config.method_options)
-            k_info = {"k_auto": True, "k_range": list(config.k_range), **k_summary(choice.pick)}
+            # k_reason: the rule's, plus the sample it ran on when that is not every image.
+            k_info = {"k_auto": True, "k_range": list(config.k_range), **k_summary(choice.pick),
+                      "k_reason": choice.reason, "k_sample": choice.sample_size}
             result = choice.result
             sweep_table: Sweep | None = score_sweep(choice.sweep, feats.labels_true)
         else:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import DEFAULT_METHOD
 from ..errors import ParameterError
 
 
@@ -102,13 +103,14 @@ def validate_k(k: Any, n_samples: int) -> int:
     return int(k)
 
 
-def cluster(X: np.ndarray, k: int, *, method: str = "kmeans", seed: int = 0, **options: Any) -> ClusterResult:
+def cluster(X: np.ndarray, k: int, *, method: str = DEFAULT_METHOD, seed: int = 0, **options: Any) -> ClusterResult:
     """Cluster the rows of ``X`` into ``k`` groups with the registered ``method``.
 
     Args:
         X: np.ndarray of shape (n_samples, n_features).
         k: number of clusters, 1 <= k <= n_samples.
-        method: a registered clusterer (see :func:`list_clusterers`).
+        method: a registered clusterer (see :func:`list_clusterers`); the default is that of
+            ``imgclust run`` (``config.DEFAULT_METHOD``, spectral).
         seed: random seed; same X, k, method, options and seed give the same labels.
 
     Example:
@@ -116,7 +118,8 @@ def cluster(X: np.ndarray, k: int, *, method: str = "kmeans", seed: int = 0, **o
         >>> cluster(X, 2, seed=0).sizes.tolist()
         [5, 5]
     """
-    X = np.asarray(X)
+    if not isinstance(X, np.memmap):  # a memory map stays one: the methods read it in chunks
+        X = np.asarray(X)
     if X.ndim != 2 or len(X) == 0:
         raise ParameterError(f"X must be a non-empty 2-D array; got shape {X.shape}.")
     k = validate_k(k, len(X))

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import DEFAULT_METHOD
 from ..errors import ParameterError
 from ..metrics import evaluate
 from .base import ClusterResult, cluster, get_clusterer
@@ -50,6 +51,10 @@ FIRST_K_RESTARTS = 5
 SAMPLE_PER_CLUSTER = 40
 SAMPLE_MIN = 1000
 SWEEP_MAX_ITER = 300  # scikit-learn's KMeans default, which the sweep used before
+# Automatic k is chosen on a seeded random sample of at most this many rows, so its cost stops growing
+# with n; the chosen k is then fitted on all rows. (The same size and seed as spectral's own graph
+# sample, so the sweep's fit at the chosen k and the final fit cluster the same sample rows.)
+K_SAMPLE = 20_000
 
 Progress = Callable[[str, int, int], None]
 
@@ -190,6 +195,7 @@ class KChoice:
         result: ``method`` fitted at k.
         sweep: the criteria over the k range (goes to sweep.csv).
         pick: the rule's details.
+        sample_size: the rows the sweep ran on (all of X, or a random sample of :data:`K_SAMPLE`).
     """
 
     k: int
@@ -197,6 +203,7 @@ class KChoice:
     result: ClusterResult
     sweep: Sweep
     pick: KPick = field(repr=False)
+    sample_size: int = 0
 
 
 def kneedle_elbow(ks: Sequence[int], inertia: Sequence[float], *, sensitivity: float = 1.0) -> int | None:
@@ -480,24 +487,27 @@ def _sweep_row(X: np.ndarray, k: int, res: ClusterResult, D: np.ndarray, idx: np
     return SweepRow(**row)
 
 
-def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str = "kmeans", seed: int = 0,
-             progress: Progress | None = None, **method_options: Any) -> KChoice:
+def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str = DEFAULT_METHOD, seed: int = 0,
+             progress: Progress | None = None, sample_size: int = K_SAMPLE, **method_options: Any) -> KChoice:
     """Choose k automatically over ``k_range`` and fit ``method`` at that k.
 
     The criteria are computed on ``method``'s own clusterings at every k (:func:`sweep_k`: the warm
     k-means sweep for k-means, one shared graph and eigensolve for spectral), so the k is chosen for
     the groups the method actually finds; the chosen k is then fitted with
     ``cluster(X, k, method=method, seed=seed, **method_options)``, exactly what ``--k`` would give.
+    Above ``sample_size`` rows the sweep runs on a seeded random sample of that many rows (the rule
+    is the same), so its cost does not grow with n; only the final fit sees every row.
 
     Args:
         X: np.ndarray of shape (n_samples, n_features).
         k_range: (low, high), both inclusive; capped at n_samples - 1.
-        method: the registered clusterer for the final fit.
+        method: the registered clusterer (default: that of ``imgclust run``).
         seed: random seed.
         progress: called as ``progress("sweep", done, total)``.
+        sample_size: the sweep runs on at most this many rows (a memory-mapped X is read row by row).
 
     Returns:
-        :class:`KChoice` with ``k``, ``reason``, ``result`` and the ``sweep`` table.
+        :class:`KChoice` with ``k``, ``reason``, ``result``, the ``sweep`` table and ``sample_size``.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -505,18 +515,31 @@ def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str =
         >>> choose_k(X, (2, 8)).k
         3
     """
-    X = np.asarray(X)
+    if not isinstance(X, np.memmap):
+        X = np.asarray(X)
     if X.ndim != 2 or len(X) == 0:
         raise ParameterError(f"X must be a non-empty 2-D array; got shape {X.shape}.")
+    if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 100:
+        raise ParameterError(f"sample_size must be a whole number >= 100; got {sample_size!r}.")
     lo, hi = k_range
     hi = min(hi, len(X) - 1)
     if lo < 1 or hi < max(lo, 2):
         raise ParameterError(f"Automatic k needs a range with a k between 2 and the number of images minus 1 "
                              f"({len(X) - 1}); got {k_range[0]}-{k_range[1]}. Give --k or widen --ks.")
-    sweep = sweep_k(X, range(lo, hi + 1), seed=seed, method=method, progress=progress, **method_options)
+    n = len(X)
+    if n > sample_size:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=sample_size, replace=False))
+        S = ArrayAssigner(X).rows(rows)
+        hi = min(hi, sample_size - 1)
+    else:
+        S = X
+    sweep = sweep_k(S, range(lo, hi + 1), seed=seed, method=method, progress=progress, **method_options)
     pick = pick_k(sweep)
+    reason = pick.reason
+    if len(S) < n:
+        reason += f" (The sweep ran on a random sample of {len(S):,} of the {n:,} images.)"
     result = cluster(X, pick.k, method=method, seed=seed, **method_options)
-    return KChoice(k=pick.k, reason=pick.reason, result=result, sweep=sweep, pick=pick)
+    return KChoice(k=pick.k, reason=reason, result=result, sweep=sweep, pick=pick, sample_size=len(S))
 
 
 def score_sweep(sweep: Sweep, labels_true: Sequence[Any] | None) -> Sweep:
