@@ -68,3 +68,15 @@ def test_identical_copies_are_each_others_neighbours():
 def test_neighbour_count_is_checked(m):
     with pytest.raises(ParameterError, match="n_neighbors must be a whole number between 1 and 3"):
         knn(unit_rows(np.eye(4)), m)
+
+
+def test_unstructured_data_caps_the_lists_visited_and_says_so(caplog):
+    from imgclust import neighbors
+
+    rng = np.random.default_rng(0)
+    Z = neighbors.unit_rows(rng.standard_normal((30_000, 64)).astype(np.float32))
+    with caplog.at_level("WARNING", logger="imgclust.neighbors"):
+        index = neighbors.NeighborIndex(Z, n_neighbors=10)
+    assert index.nprobe <= neighbors.MAX_NPROBE < index.nlist
+    assert index.recall < neighbors.TARGET_RECALL
+    assert "little structure" in caplog.text
