@@ -9,21 +9,19 @@ read as images by the next run.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from ._fs import is_within
 
 
-def image_roots(images_dir: str | os.PathLike[str]) -> list[Path]:
-    """The real folders a search of ``images_dir`` reaches: the folder itself and the resolved target of
-    every symlinked folder below it (each real folder is visited once, so loops end)."""
-    root = Path(images_dir).resolve()
-    roots = [root]
+def linked_folders(root: str | os.PathLike[str]) -> Iterator[tuple[Path, Path]]:
+    """(link, resolved target) of every symbolic link to a folder that a walk of ``root`` follows
+    (each real folder is visited once, so loops end)."""
     seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, _ in os.walk(root, followlinks=True):
-        here = Path(dirpath)
         try:
-            st = here.stat()
+            st = os.stat(dirpath)
         except OSError:
             dirnames[:] = []
             continue
@@ -32,11 +30,19 @@ def image_roots(images_dir: str | os.PathLike[str]) -> list[Path]:
             continue
         seen.add((st.st_dev, st.st_ino))
         for d in dirnames:
-            full = here / d
+            full = Path(dirpath) / d
             if full.is_symlink():
-                target = full.resolve()
-                if not any(is_within(target, r) for r in roots):
-                    roots.append(target)
+                yield full, full.resolve()
+
+
+def image_roots(images_dir: str | os.PathLike[str]) -> list[Path]:
+    """The real folders a search of ``images_dir`` reaches: the folder itself and the resolved target of
+    every symlinked folder below it."""
+    root = Path(images_dir).resolve()
+    roots = [root]
+    for _, target in linked_folders(root):
+        if not any(is_within(target, r) for r in roots):
+            roots.append(target)
     return roots
 
 

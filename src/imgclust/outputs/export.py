@@ -35,12 +35,13 @@ import shutil
 import stat
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._fs import is_within
+from .._paths import linked_folders
 from ..clean.selection import is_outlier, outlier_folder_name
 from ..clean.selection import one_per_duplicate_group as one_per_duplicate_group_rows
 from ..edits import load as load_edited
@@ -131,30 +132,11 @@ def check_destination(dest: Path, images_dir: Path) -> None:
     if is_within(images_dir, dest):
         raise OutputError(f"The export destination {dest} contains the images folder {images_dir}; "
                           "choose a folder outside it so the images are never mixed with the output.")
-    for link, real in _linked_folders(images_dir):
+    for link, real in linked_folders(images_dir):
         if is_within(dest, real):
             raise OutputError(f"The export destination {dest} is inside {real}, which the images folder reaches "
                               f"through the symbolic link {link}: the next run would read the exported files as "
                               "images. Choose a folder outside it.")
-
-
-def _linked_folders(root: Path) -> Iterator[tuple[Path, Path]]:
-    """(link, resolved target) of every symbolic link to a folder that a walk of ``root`` follows."""
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
-        try:
-            st = os.stat(dirpath)
-        except OSError:
-            dirnames[:] = []
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        for d in dirnames:
-            full = Path(dirpath) / d
-            if full.is_symlink():
-                yield full, full.resolve()
 
 
 def grouping_id(images_dir: Path, pairs: list[tuple[str, int]]) -> str:

@@ -250,16 +250,22 @@ def load_report_data(out_dir: Path, labels: np.ndarray) -> dict[str, np.ndarray]
 
 # --- thumbnails ----------------------------------------------------------------------------------
 
-def thumbnail_data_uri(path: Path, side: int = THUMB_SIDE) -> str | None:
-    """A small JPEG of the image as a ``data:`` URI, or None when the file cannot be read now."""
+def thumbnail_jpeg(path: Path, side: int = THUMB_SIDE, quality: int = 70) -> bytes | None:
+    """A JPEG of the image fitting in ``side`` x ``side`` pixels, or None when the file cannot be read now."""
     decoded = decode(path, draft_size=(side * 2, side * 2))
     if decoded.image is None:
         return None
     img = decoded.image
     img.thumbnail((side, side))
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=70)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def thumbnail_data_uri(path: Path, side: int = THUMB_SIDE) -> str | None:
+    """A small JPEG of the image as a ``data:`` URI, or None when the file cannot be read now."""
+    data = thumbnail_jpeg(path, side)
+    return None if data is None else "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
 
 
 def png_data_uri(data: bytes) -> str:

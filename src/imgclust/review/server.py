@@ -229,7 +229,7 @@ class ReviewApp:
 
     def thumbnail(self, path: Path, side: int) -> bytes | None:
         """A JPEG of at most ``side`` pixels, made once and kept in OUT_DIR/.thumbs/."""
-        from ..io.decode import decode
+        from ..outputs.report import thumbnail_jpeg
 
         try:
             st = path.stat()
@@ -241,16 +241,9 @@ class ReviewApp:
             return cached.read_bytes()
         except OSError:
             pass
-        decoded = decode(path, draft_size=(side * 2, side * 2))
-        if decoded.image is None:
+        data = thumbnail_jpeg(path, side, quality=80)
+        if data is None:
             return None
-        img = decoded.image
-        img.thumbnail((side, side))
-        import io
-
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=80)
-        data = buf.getvalue()
         try:
             atomic_write_bytes(cached, data)
         except ImgclustError as exc:
