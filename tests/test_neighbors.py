@@ -80,3 +80,22 @@ def test_unstructured_data_caps_the_lists_visited_and_says_so(caplog):
     assert index.nprobe <= neighbors.MAX_NPROBE < index.nlist
     assert index.recall < neighbors.TARGET_RECALL
     assert "little structure" in caplog.text
+
+
+def test_wide_large_data_is_searched_in_a_projection_and_ranked_exactly():
+    from imgclust import neighbors
+
+    # Like real embeddings, most of the variance lies in a few dozen directions (a decaying spectrum);
+    # on real Lite0 vectors of imagenette and CIFAR-10 the recall of this path was 0.95-0.97.
+    rng = np.random.default_rng(1)
+    latent = rng.standard_normal((6000, 48)).astype(np.float32) * np.linspace(3, 0.3, 48).astype(np.float32)
+    X = latent @ rng.standard_normal((48, 300)).astype(np.float32) + 0.05 * rng.standard_normal((6000, 300))
+    Z = unit_rows(X)
+    exact_sims, exact_idx = knn(Z, 10, exact_below=10**9)
+    sims, idx = knn(Z, 10, exact_below=1000)  # approximate path: 300 > PROJECT_DIMS, so projected
+    assert Z.shape[1] > neighbors.PROJECT_DIMS
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact_idx.tolist(), idx.tolist(), strict=True)])
+    assert recall >= 0.9
+    # The similarities returned are the exact cosines of the neighbours returned, most similar first.
+    np.testing.assert_allclose(sims, np.einsum("ij,ikj->ik", Z, Z[idx]), atol=1e-5)
+    assert np.all(np.diff(sims, axis=1) <= 1e-6) and not np.any(idx == np.arange(len(Z))[:, None])

@@ -50,6 +50,13 @@ TARGET_RECALL = 0.95
 # list reaches the target recall and the search would turn quadratic. Real embeddings reach the
 # target at 8-32 (bench/scale.py); the recall reached is recorded and a shortfall logged.
 MAX_NPROBE = 64
+# Above ``exact_below`` rows, :func:`knn` on vectors of more than PROJECT_DIMS values searches their
+# projection onto the PROJECT_DIMS leading singular directions (of at most _PROJECT_ROWS rows) for
+# _CANDIDATES x n_neighbors candidates, then keeps the n_neighbors most similar by their exact cosine.
+PROJECT_DIMS = 128
+_PROJECT_ROWS = 5_000
+_CANDIDATES = 2
+_RERANK_CHUNK = 2_048
 _CALIBRATION_QUERIES = 256
 _TRAIN_PER_LIST = 32
 
@@ -229,7 +236,9 @@ def knn(Z: np.ndarray, n_neighbors: int, *, exact_below: int = EXACT_BELOW, seed
     """Every row's ``n_neighbors`` most similar other rows, by cosine similarity of unit rows.
 
     Exact below ``exact_below`` rows; above, a faiss IVF index calibrated for a recall of at least
-    0.95 (module docstring). A row is never its own neighbour (an identical copy of it may be).
+    0.95 (module docstring), over the rows projected onto their :data:`PROJECT_DIMS` leading
+    directions when they are wider, with the candidates it finds ranked by their exact cosine. A row
+    is never its own neighbour (an identical copy of it may be).
 
     Args:
         Z: np.ndarray of shape (n_samples, n_features), rows of unit length (see :func:`unit_rows`).
@@ -249,5 +258,43 @@ def knn(Z: np.ndarray, n_neighbors: int, *, exact_below: int = EXACT_BELOW, seed
     Z = np.ascontiguousarray(Z, dtype=np.float32)
     if Z.ndim != 2 or len(Z) < 2:
         raise ParameterError(f"knn needs a 2-D array with at least 2 rows; got shape {Z.shape}.")
-    _check_m(n_neighbors, len(Z), self_excluded=True)
-    return NeighborIndex(Z, exact_below=exact_below, seed=seed, n_neighbors=n_neighbors).knn_self(n_neighbors)
+    m = _check_m(n_neighbors, len(Z), self_excluded=True)
+    if len(Z) < exact_below or Z.shape[1] <= PROJECT_DIMS or len(Z) <= PROJECT_DIMS:
+        return NeighborIndex(Z, exact_below=exact_below, seed=seed, n_neighbors=m).knn_self(m)
+    # Large and wide: candidates from the projection (several times fewer multiply-adds per query,
+    # which is what keeps a million rows affordable), then the exact cosine decides among them.
+    P = leading_directions(Z, PROJECT_DIMS, seed=seed)
+    mc = min(len(Z) - 1, _CANDIDATES * m)
+    _, cand = NeighborIndex(unit_rows(Z @ P), exact_below=exact_below, seed=seed, n_neighbors=mc).knn_self(mc)
+    return _rerank(Z, cand, m)
+
+
+def leading_directions(Z: np.ndarray, dims: int, *, seed: int = 0, rows: int = _PROJECT_ROWS) -> np.ndarray:
+    """The ``dims`` leading right singular directions of (a seeded sample of at most ``rows`` rows of) ``Z``.
+
+    The leading eigenvectors of the Gram matrix S^T S are the leading right singular vectors of S, and a
+    d x d eigensolve is far cheaper than an SVD of the rows.
+
+    Returns:
+        np.ndarray of shape (n_features, dims), float32: ``Z @ P`` projects rows onto them.
+    """
+    rng = np.random.default_rng(seed)
+    S = Z if len(Z) <= rows else Z[np.sort(rng.permutation(len(Z))[:rows])]
+    S = np.asarray(S, dtype=np.float64)
+    _, vecs = np.linalg.eigh(S.T @ S)
+    return np.ascontiguousarray(vecs[:, ::-1][:, :dims], dtype=np.float32)
+
+
+def _rerank(Z: np.ndarray, cand: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``m`` candidates of each row with the highest exact cosine (missing candidates, -1, last)."""
+    n = len(Z)
+    sims = np.empty((n, m), dtype=np.float32)
+    idx = np.empty((n, m), dtype=np.int64)
+    for start in range(0, n, _RERANK_CHUNK):
+        c = cand[start:start + _RERANK_CHUNK]
+        s = np.einsum("ij,ikj->ik", Z[start:start + len(c)], Z[np.maximum(c, 0)])
+        s = np.where(c >= 0, s, -np.inf).astype(np.float32)
+        order = np.lexsort((c, -s), axis=1)[:, :m]
+        idx[start:start + len(c)] = np.take_along_axis(c, order, axis=1)
+        sims[start:start + len(c)] = np.take_along_axis(s, order, axis=1)
+    return sims, idx

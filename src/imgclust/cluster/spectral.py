@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from ..neighbors import NeighborIndex, knn, unit_rows
+from ..neighbors import NeighborIndex, knn, leading_directions, unit_rows
 from .base import ClustererSpec, ClusterResult, register_clusterer
 from .kmeans import ArrayAssigner, _add_by_label, fit_kmeans
 
@@ -508,11 +508,8 @@ def _search_rest(X: np.ndarray, rest: np.ndarray, Z: np.ndarray, mean: np.ndarra
     """
     P: np.ndarray | None = None
     if Z.shape[1] > REST_DIMS and len(Z) > REST_DIMS:
-        # The leading eigenvectors of the Gram matrix are the leading right singular vectors, and a
-        # d x d eigensolve is far cheaper than an SVD of the rows (measured 4 s against 41 s here).
-        S = Z[np.sort(np.random.default_rng(seed).permutation(len(Z))[:REST_SVD_ROWS])].astype(np.float64)
-        _, vecs = np.linalg.eigh(S.T @ S)
-        P = np.ascontiguousarray(vecs[:, ::-1][:, :REST_DIMS], dtype=np.float32)
+        # A d x d Gram eigensolve, far cheaper than an SVD of the rows (measured 4 s against 41 s here).
+        P = leading_directions(Z, REST_DIMS, seed=seed, rows=REST_SVD_ROWS)
     index = NeighborIndex(unit_rows(Z @ P) if P is not None else Z, seed=seed, n_neighbors=m,
                           exact_below=REST_EXACT_BELOW)
     sims = np.empty((len(rest), m), dtype=np.float32)
