@@ -351,3 +351,28 @@ def test_run_cli_near_duplicate_options_reach_the_run(tmp_path: Path) -> None:
                                     "--no-cache", "-q", "--near-duplicate-threshold", "2"])
     assert res.exit_code == 2 and "A near-duplicate threshold is a cosine in (-1, 1]; got 2.0." in res.output
     assert not (tmp_path / "out2").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("method", ["embedding", "phash"])
+def test_a_large_run_shares_one_neighbour_search_and_finds_the_same(monkeypatch, method: str) -> None:
+    """Above the exact size the checks rank one shared candidate search; on data where that search is
+    complete (an exact one), every check must come out as with its own search."""
+    import imgclust.neighbors as nb
+    from imgclust.clean import stage
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(120, 24)).astype(np.float32)
+    X[[7, 20]] = X[3] + 0.01 * rng.normal(size=(2, 24))
+    X[50] += 8.0  # one odd vector
+    stats = np.stack([image_stats(scene(s, (64, 48))) for s in range(120)])
+    stats[[7, 20]] = stats[3]  # the copies are copies in pixels too
+    alone = run_checks(X, stats, {"near_duplicates": method})
+    calls = []
+    real_knn = nb.knn
+    monkeypatch.setattr(nb, "knn", lambda *a, **k: calls.append(a[1]) or real_knn(*a, **k))
+    monkeypatch.setattr(nb, "EXACT_BELOW", 100)
+    shared = stage.run_checks(X, stats, {"near_duplicates": method})
+    assert len(calls) == 1  # one search for every check
+    assert np.array_equal(shared.near.group, alone.near.group) and [3, 7, 20] in shared.near.groups
+    np.testing.assert_allclose(shared.outliers.score, alone.outliers.score, rtol=1e-5)
+    assert np.array_equal(shared.outliers.outlier, alone.outliers.outlier)

@@ -266,7 +266,7 @@ def knn(Z: np.ndarray, n_neighbors: int, *, exact_below: int = EXACT_BELOW, seed
     P = leading_directions(Z, PROJECT_DIMS, seed=seed)
     mc = min(len(Z) - 1, _CANDIDATES * m)
     _, cand = NeighborIndex(unit_rows(Z @ P), exact_below=exact_below, seed=seed, n_neighbors=mc).knn_self(mc)
-    return _rerank(Z, cand, m)
+    return rerank(Z, cand, m)
 
 
 def leading_directions(Z: np.ndarray, dims: int, *, seed: int = 0, rows: int = _PROJECT_ROWS) -> np.ndarray:
@@ -285,8 +285,17 @@ def leading_directions(Z: np.ndarray, dims: int, *, seed: int = 0, rows: int = _
     return np.ascontiguousarray(vecs[:, ::-1][:, :dims], dtype=np.float32)
 
 
-def _rerank(Z: np.ndarray, cand: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``m`` candidates of each row with the highest exact cosine (missing candidates, -1, last)."""
+def rerank(Z: np.ndarray, cand: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``m`` candidates of each row with the highest exact inner product (missing candidates, -1, last).
+
+    Args:
+        Z: np.ndarray of shape (n_samples, n_features), unit rows (cosine similarity).
+        cand: np.ndarray of shape (n_samples, c), int64 candidate row indices (-1: none), c >= m.
+        m: how many to keep.
+
+    Returns:
+        (sims, idx) of shape (n_samples, m), as :func:`knn` returns them.
+    """
     n = len(Z)
     sims = np.empty((n, m), dtype=np.float32)
     idx = np.empty((n, m), dtype=np.int64)

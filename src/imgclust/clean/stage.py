@@ -243,38 +243,54 @@ def run_checks(X: np.ndarray, stats: np.ndarray, settings: dict[str, Any] | None
 
     Two neighbour searches: over the vectors (near-duplicates) and over the centred vectors (outliers).
     """
-    from ..neighbors import knn, unit_rows
+    from ..neighbors import EXACT_BELOW, knn, rerank, unit_rows
 
     settings = clean_settings(settings)
     n = len(X)
     flags = quality_flags(stats)
     m = min(DEFAULT_NEIGHBOURS, n - 1)
+    m_out = min(int(settings["outlier_k"]), n - 1)
     empty = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-    sims, idx = knn(unit_rows(X), m, seed=seed) if m >= 1 else empty
     method = settings["near_duplicates"] = near_duplicate_method(settings["near_duplicates"], features)
     validate_near(method, settings["near_duplicate_threshold"])
     threshold = settings["near_duplicate_threshold"]
+    Z = unit_rows(X)
+    Zc = unit_rows(X - X.mean(axis=0))
+    shared: np.ndarray | None = None
+    if n >= EXACT_BELOW and min(m, m_out) >= 1:
+        # One approximate search serves every check: candidates by the centred cosine, each check then
+        # ranks them by its own exact similarity. Near-duplicates are each other's nearest rows in
+        # either space; three searches over a large folder cost minutes (bench/store.py --part folder).
+        shared = knn(Zc, min(n - 1, 2 * max(m, m_out)), seed=seed)[1]
     if method == "phash":
-        near = _phash_groups(stats, threshold, seed)
+        near = _phash_groups(stats, threshold, seed, candidates=shared)
     else:
         # A flat image has no content to compare: two flat images of any colours look alike to a network.
         low = np.array(["low_information" in f for f in flags], dtype=bool)
         pairs = None
         if m >= 1:
+            sims, idx = rerank(Z, shared, m) if shared is not None else knn(Z, m, seed=seed)
             keep = ~low[:, None] & ~low[np.clip(idx, 0, None)] & (idx >= 0)
             pairs = (np.where(keep, sims, -np.inf).astype(np.float32), idx)
         near = find_near_duplicates(X, method=method, threshold=threshold, seed=seed, knn_result=pairs,
                                     layout=layout_rows(stats))
-    # Outliers on the centred vectors (see imgclust.clean.outliers): a second neighbour search.
-    m_out = min(int(settings["outlier_k"]), n - 1)
-    centred = knn(unit_rows(X - X.mean(axis=0)), m_out, seed=seed) if m_out >= 1 else empty
+    # Outliers on the centred vectors (see imgclust.clean.outliers).
+    if m_out < 1:
+        centred = empty
+    else:
+        centred = rerank(Zc, shared, m_out) if shared is not None else knn(Zc, m_out, seed=seed)
     outliers = outlier_scores(*centred, k=int(settings["outlier_k"]), cutoff=float(settings["outlier_cutoff"]))
     return CleanResult(stats, flags, near, outliers, settings)
 
 
-def _phash_groups(stats: np.ndarray, threshold: float | None, seed: int) -> NearDuplicates:
-    """Near-duplicates by perceptual hash, among the images whose hash is known."""
-    from ..neighbors import knn, unit_rows
+def _phash_groups(stats: np.ndarray, threshold: float | None, seed: int,
+                  candidates: np.ndarray | None = None) -> NearDuplicates:
+    """Near-duplicates by perceptual hash, among the images whose hash is known.
+
+    ``candidates`` (n, c) row indices, when given, are the rows compared with each row (the shared
+    search of a large run); otherwise each hash's nearest hashes are searched.
+    """
+    from ..neighbors import knn, rerank, unit_rows
 
     n = len(stats)
     known = np.flatnonzero(~np.isnan(stats).any(axis=1))
@@ -283,7 +299,16 @@ def _phash_groups(stats: np.ndarray, threshold: float | None, seed: int) -> Near
     t = validate_near("phash", threshold)
     if len(known) >= 2:
         H = hash_bits(stats[known])
-        sub = find_near_duplicates(H, method="phash", threshold=threshold, seed=seed,
-                                   knn_result=knn(unit_rows(H), min(DEFAULT_NEIGHBOURS, len(known) - 1), seed=seed))
+        m = min(DEFAULT_NEIGHBOURS, len(known) - 1)
+        Hu = unit_rows(H)
+        if candidates is not None:
+            # The shared candidates, as positions among the known rows (-1 where unknown), ranked by hash.
+            pos = np.full(n, -1, np.int64)
+            pos[known] = np.arange(len(known))
+            cand = candidates[known]
+            nearest = rerank(Hu, np.where(cand >= 0, pos[np.maximum(cand, 0)], -1), m)
+        else:
+            nearest = knn(Hu, m, seed=seed)
+        sub = find_near_duplicates(H, method="phash", threshold=threshold, seed=seed, knn_result=nearest)
         group[known], similarity[known] = sub.group, sub.similarity
     return NearDuplicates(group, similarity, "phash", t)
