@@ -23,6 +23,16 @@ def pytest_configure(config: pytest.Config) -> None:
         import tempfile
 
         os.environ["IMGCLUST_CACHE"] = tempfile.mkdtemp(prefix="imgclust-test-cache-")
+        config._imgclust_test_cache = os.environ["IMGCLUST_CACHE"]  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # The session's own cache (exported graphs, vectors) goes with it: each session made one in /tmp.
+    made = getattr(config, "_imgclust_test_cache", None)
+    if made:
+        import shutil
+
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def draw_image(path: Path, *, color: tuple[int, int, int], shape: str = "square", size: tuple[int, int] = (64, 48),
