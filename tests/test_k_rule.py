@@ -236,3 +236,18 @@ def test_cli_run_prints_the_other_choices(image_folder_module: Path, tmp_path: P
     other = next(c for c in summary["k_candidates"] if c["k"] != summary["k"])
     assert "Other choices (rerun with --k K into the same --out; no clustering again):" in text
     assert f"k={other['k']}: {' '.join(other['reason'].split())}" in text
+
+
+def test_the_run_sweep_leaves_unlabelled_images_out_of_its_scores():
+    from imgclust.cluster.choose_k import score_sweep, sweep_k
+    from imgclust.metrics import evaluate
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(10 * c, 1, (20, 4)) for c in range(3)]).astype(np.float32)
+    truth = [str(i // 20) for i in range(60)]
+    truth[::7] = [None] * len(truth[::7])  # images at the top level of a folder-labelled tree
+    scored = score_sweep(sweep_k(X, [2, 3], method="kmeans"), truth)
+    row = scored.rows[1]
+    keep = [t is not None for t in truth]
+    expected = evaluate(np.array(truth, object)[keep].astype(str), scored.labels[3][keep])["nmi"]
+    assert row.nmi == pytest.approx(expected) and row.accuracy_hungarian is not None  # 3 labels, k = 3

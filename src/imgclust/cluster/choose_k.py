@@ -435,8 +435,7 @@ def sweep_k(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, labels_true: Seq
     if labels_true is not None and len(labels_true) != n:
         raise ParameterError(f"labels_true has {len(labels_true)} entries for {n} samples.")
     # None: an unlabelled sample, left out of the scores (see imgclust.metrics)
-    truth = None if labels_true is None else np.array([None if t is None else str(t) for t in labels_true], object)
-    n_labels = 0 if truth is None else len({t for t in truth if t is not None})
+    truth, n_labels = _truth(labels_true)
 
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, size=min(silhouette_sample, n), replace=False))
@@ -481,10 +480,23 @@ def _sweep_row(X: np.ndarray, k: int, res: ClusterResult, D: np.ndarray, idx: np
     row: dict[str, Any] = dict(k=k, inertia=float(res.inertia), silhouette=sil, silhouette_se=sil_se,
                                calinski_harabasz=ch, davies_bouldin=db)
     if truth is not None:
-        scores = evaluate(truth, labels)
-        row.update(accuracy_majority=scores["accuracy_majority"], nmi=scores["nmi"], ari=scores["ari"],
-                   accuracy_hungarian=scores["accuracy_hungarian"] if k == n_labels else None)
+        row.update(_scores(truth, labels, k, n_labels))
     return SweepRow(**row)
+
+
+def _truth(labels_true: Sequence[Any] | None) -> tuple[np.ndarray | None, int]:
+    """Ground truth as strings, None kept for an image without a label (not scored), and the label count."""
+    if labels_true is None:
+        return None, 0
+    truth = np.array([None if t is None else str(t) for t in labels_true], object)
+    return truth, len({t for t in truth if t is not None})
+
+
+def _scores(truth: np.ndarray, labels: np.ndarray, k: int, n_labels: int) -> dict[str, Any]:
+    """A sweep row's score columns: one-to-one accuracy only where k equals the number of labels."""
+    scores = evaluate(truth, labels)
+    return dict(accuracy_majority=scores["accuracy_majority"], nmi=scores["nmi"], ari=scores["ari"],
+                accuracy_hungarian=scores["accuracy_hungarian"] if k == n_labels else None)
 
 
 def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str = DEFAULT_METHOD, seed: int = 0,
@@ -552,18 +564,11 @@ def score_sweep(sweep: Sweep, labels_true: Sequence[Any] | None) -> Sweep:
         sweep: a :class:`Sweep` with ``labels``.
         labels_true: ground truth, one per row the sweep clustered, or None.
     """
-    if labels_true is None or not sweep.labels or any(len(v) != len(labels_true) for v in sweep.labels.values()):
+    truth, n_labels = _truth(labels_true)
+    if truth is None or not sweep.labels or any(len(v) != len(truth) for v in sweep.labels.values()):
         return sweep
-    truth = np.asarray(labels_true).astype(str)
-    n_labels = len(np.unique(truth))
-    rows = []
-    for r in sweep.rows:
-        if r.k not in sweep.labels:
-            rows.append(r)
-            continue
-        scores = evaluate(truth, sweep.labels[r.k])
-        rows.append(replace(r, accuracy_majority=scores["accuracy_majority"], nmi=scores["nmi"], ari=scores["ari"],
-                            accuracy_hungarian=scores["accuracy_hungarian"] if r.k == n_labels else None))
+    rows = [replace(r, **_scores(truth, sweep.labels[r.k], r.k, n_labels)) if r.k in sweep.labels else r
+            for r in sweep.rows]
     return replace(sweep, rows=rows)
 
 
