@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,29 @@ def draw_image(path: Path, *, color: tuple[int, int, int], shape: str = "square"
 
 
 CLASSES = {"red": ((220, 30, 30), "square"), "green": ((30, 200, 40), "circle"), "blue": ((30, 40, 220), "triangle")}
+
+
+def draw_classes(root: Path, per_class: int) -> Path:
+    """The three CLASSES, ``per_class`` PNGs each, in one subfolder per class (image i of class c has seed 10c + i)."""
+    for c, (name, (color, shape)) in enumerate(CLASSES.items()):
+        for i in range(per_class):
+            draw_image(root / name / f"{name}_{i}.png", color=color, shape=shape, seed=10 * c + i)
+    return root
+
+
+def indexed_vectors(cache_root: Path) -> int:
+    """Vectors indexed (not only appended) in the embedding stores under ``cache_root``, read while another
+    process may be writing."""
+    total = 0
+    for index in cache_root.glob("vectors/*/index.sqlite"):
+        db = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=30)
+        try:
+            total += db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        except sqlite3.OperationalError:  # the table is not created yet
+            pass
+        finally:
+            db.close()
+    return total
 
 
 @pytest.fixture()

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import draw_image
+from conftest import draw_image, indexed_vectors
 from imgclust.cache import EmbeddingCache, file_key
 from imgclust.errors import CacheError
 from imgclust.features import get_extractor
@@ -301,19 +300,6 @@ def test_cli_identity_content_and_second_run_from_cache(tmp_path: Path, image_fo
     assert bad.exit_code == 2 and "'inode' is not one of 'stat', 'content'" in bad.output
 
 
-def _indexed(cache_root: Path) -> int:
-    """Vectors indexed (not only appended) in the stores under ``cache_root``, read while another process writes."""
-    total = 0
-    for index in cache_root.glob("vectors/*/index.sqlite"):
-        db = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=30)
-        try:
-            total += db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
-        except sqlite3.OperationalError:  # the table is not created yet
-            pass
-        finally:
-            db.close()
-    return total
-
 
 @pytest.mark.slow
 def test_kill_9_mid_extraction_then_rerun_resumes_with_the_same_vectors(tmp_path: Path,
@@ -328,7 +314,7 @@ def test_kill_9_mid_extraction_then_rerun_resumes_with_the_same_vectors(tmp_path
     proc = subprocess.Popen([*args, "--out", str(tmp_path / "out1")], env=cli_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while not _indexed(cache_dir):
+    while not indexed_vectors(cache_dir):
         assert proc.poll() is None, f"the run ended before it wrote a batch: {proc.stderr.read()!r}"  # type: ignore[union-attr]
         assert time.monotonic() < deadline, "no batch stored after 300 s"
         time.sleep(0.02)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import draw_classes, run_cli
 from imgclust import edits
 from imgclust.errors import InputError
 from imgclust.outputs.export import export
@@ -77,12 +77,8 @@ def test_plan_split_keeps_the_largest_part() -> None:
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import CLASSES, draw_image
-
     root = tmp_path_factory.mktemp("edits")
-    for c, (name, (color, shape)) in enumerate(CLASSES.items()):
-        for i in range(6):
-            draw_image(root / "images" / name / f"{name}_{i}.png", color=color, shape=shape, seed=10 * c + i)
+    draw_classes(root / "images", 6)
     run(root / "images", root / "out", features="pixels", k=3, cache=False, method="kmeans")
     return root / "out"
 

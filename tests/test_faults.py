@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, draw_image
+from conftest import REPO, draw_image, indexed_vectors
 from imgclust.cli import main
 from imgclust.outputs.export import export
 from imgclust.pipeline import OUT_MARKER, run
@@ -94,19 +93,6 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _indexed(cache_root: Path) -> int:
-    """Vectors indexed in the embedding store under ``cache_root`` (read while another process writes)."""
-    total = 0
-    for index in cache_root.glob("vectors/*/index.sqlite"):
-        db = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=30)
-        try:
-            total += db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
-        except sqlite3.OperationalError:  # the table is not created yet
-            pass
-        finally:
-            db.close()
-    return total
-
 
 @pytest.fixture()
 def photos(tmp_path: Path) -> Path:
@@ -123,9 +109,9 @@ def test_kill_9_during_extraction_then_rerun_gives_the_same_labels(photos: Path,
     args = ["run", str(photos), "--out", str(out), "--features", "pixels", "--k", "3", "--seed", "7",
             "--cache", str(cache), "--batch-size", "2", "-q"]
     proc = _slow_child(tmp_path, args, IMGCLUST_TEST_SLOW_EMBED="0.25")
-    _kill_when(proc, lambda: _indexed(cache) >= 6)
+    _kill_when(proc, lambda: indexed_vectors(cache) >= 6)
 
-    n_stored = _indexed(cache)
+    n_stored = indexed_vectors(cache)
     assert 6 <= n_stored < 24 and n_stored % 2 == 0, "the kill must land in the middle of extraction (12 batches)"
     assert not (out / "summary.json").exists()
 

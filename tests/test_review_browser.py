@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import CLASSES, draw_image, run_cli
+from conftest import draw_classes, draw_image, run_cli
 from imgclust import edits
 from imgclust.outputs.tables import read_assignments
 from imgclust.pipeline import run
@@ -26,9 +26,7 @@ HOSTILE_NAME = "<img src=x onerror=alert(2)> & </script>"
 @pytest.fixture()
 def review(tmp_path: Path) -> Iterator[tuple[ReviewServer, Any]]:
     images = tmp_path / "images"
-    for c, (name, (color, shape)) in enumerate(CLASSES.items()):
-        for i in range(6):
-            draw_image(images / name / f"{name}_{i}.png", color=color, shape=shape, seed=10 * c + i)
+    draw_classes(images, 6)
     draw_image(images / "red" / HOSTILE_FILE, color=(220, 30, 30), seed=99)
     run(images, tmp_path / "out", features="pixels", k=3, cache=False, method="kmeans")
     srv = ReviewServer(tmp_path / "out", cache=False)

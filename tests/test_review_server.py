@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import CLASSES, draw_image
+from conftest import draw_classes, draw_image
 from imgclust import edits
 from imgclust.outputs.tables import read_assignments
 from imgclust.pipeline import run
@@ -30,9 +30,7 @@ HOSTILE = "<img src=x onerror=alert(1)>.png"
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("review")
-    for c, (name, (color, shape)) in enumerate(CLASSES.items()):
-        for i in range(5):
-            draw_image(root / "images" / name / f"{name}_{i}.png", color=color, shape=shape, seed=10 * c + i)
+    draw_classes(root / "images", 5)
     draw_image(root / "images" / "red" / HOSTILE, color=(220, 30, 30), seed=99)
     draw_image(root / "images" / "red" / "100%25 red #1.png", color=(220, 30, 30), seed=98)
     run(root / "images", root / "out", features="pixels", k=3, cache=False, method="kmeans")

@@ -230,14 +230,14 @@ def check_cache_dir(images_dir: Path, cache: CacheSetting) -> None:
                           "(--cache or $IMGCLUST_CACHE), or run with --no-cache.")
 
 
-def check_k_fits(ks: Sequence[int], n_found: int) -> None:
-    """Refuse a k larger than the number of images found, before extraction (the exact check, against the
-    images that decoded, follows it)."""
-    too_big = [k for k in ks if k > n_found]
+def check_k_fits(ks: Sequence[int], n: int, *, decoded: bool = False) -> None:
+    """Refuse a k larger than the number of images: before extraction against the ``n`` files found, then
+    (``decoded``) against the ``n`` images that decoded."""
+    too_big = [k for k in ks if k > n]
     if too_big:
-        raise ParameterError(f"k must be between 1 and the number of usable images ({n_found}); got "
+        raise ParameterError(f"k must be between 1 and the number of usable images ({n}); got "
                              f"{', '.join(map(str, too_big))}." + (" Give smaller --ks." if len(ks) > 1 else "")
-                             + f" (Checked before decoding: {n_found} files look like images.)")
+                             + ("" if decoded else f" (Checked before decoding: {n} files look like images.)"))
 
 
 @holds_out_lock
@@ -518,10 +518,7 @@ def sweep(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], c
     ks = sorted(set(ks if ks is not None else range(config.k_range[0], config.k_range[1] + 1)))
     feats = load_features(images_dir, config, cache=cache, exclude=[out_dir], timer=timer, progress=progress,
                           ks=ks)
-    too_big = [k for k in ks if k > len(feats.X)]
-    if too_big:
-        raise ParameterError(f"k must be between 1 and the number of usable images ({len(feats.X)}); "
-                             f"got {', '.join(map(str, too_big))}. Give smaller --ks.")
+    check_k_fits(ks, len(feats.X), decoded=True)
     claim_out_dir(out_dir, "This folder holds the outputs of an imgclust run.\n")
     with timer.stage("sweep"):
         table = sweep_k(feats.X, ks, seed=config.seed, labels_true=feats.labels_true, method=config.method,
