@@ -16,21 +16,67 @@ from imgclust.cli import main
 from imgclust.cluster import cluster
 from imgclust.config import RunConfig
 from imgclust.errors import InputError, ParameterError
-from imgclust.features import efficientnet, get_extractor
+from imgclust.features import default, efficientnet, get_extractor, quantize
 from imgclust.features.quantize import calibration_images, int8_unavailable_reason
 from imgclust.model import save_model
+from imgclust.pipeline import with_features
 
 
 @pytest.fixture()
 def int8_here(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend the CPU has int8 dot-product instructions (the tests do not depend on the machine's)."""
     monkeypatch.setattr(efficientnet, "int8_unavailable_reason", lambda: None)
+    monkeypatch.setattr(quantize, "int8_unavailable_reason", lambda: None)
 
 
 @pytest.fixture()
 def no_int8_here(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(efficientnet, "int8_unavailable_reason", lambda: "this CPU has no int8 dot-product (test)")
+    monkeypatch.setattr(quantize, "int8_unavailable_reason", lambda: "this CPU has no int8 dot-product (test)")
     monkeypatch.setattr(efficientnet, "_WARNED", set())
+    monkeypatch.setattr(default, "_WARNED", set())
+
+
+def test_the_default_features_are_lite2_int8(int8_here: None) -> None:
+    assert RunConfig().features == ""  # settled by the run, on the machine that runs it
+    config = with_features(RunConfig(k=3))
+    assert (config.features, config.feature_options, config.k) == ("efficientnet-lite2", {"precision": "int8"}, 3)
+    # A precision given without features applies to the default network as asked.
+    assert with_features(RunConfig(feature_options={"precision": "fp32"})).features == "efficientnet-lite2"
+    # Features that are named are never replaced.
+    named = RunConfig(features="efficientnet-lite0")
+    assert with_features(named) is named
+
+
+def test_without_int8_the_default_is_lite0_fp32_not_lite2_fp32(no_int8_here: None,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="imgclust"):
+        first, second = with_features(RunConfig()), with_features(RunConfig(seed=1))
+    assert (first.features, first.feature_options) == (second.features, second.feature_options) == (
+        "efficientnet-lite0", {})
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["int8 is not available here (this CPU has no int8 dot-product (test)); the default features "
+                     "are efficientnet-lite0 in fp32 (efficientnet-lite2 would run in fp32 at about half the "
+                     "speed)."], lines
+    # An explicit request keeps its network: Lite2 at int8 falls back to Lite2 at fp32.
+    explicit = with_features(RunConfig(feature_options={"precision": "int8"}))
+    assert explicit.features == "efficientnet-lite2"
+    assert get_extractor(explicit.features, **explicit.feature_options).precision == "fp32"
+
+
+def test_a_default_run_records_what_ran_where_int8_falls_back(image_folder: Path, tmp_path: Path,
+                                                               no_int8_here: None) -> None:
+    r = CliRunner().invoke(main, ["run", str(image_folder), "--out", str(tmp_path / "o"), "--k", "3", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "with efficientnet-lite0 + spectral" in " ".join(r.output.split())
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    model = json.loads((tmp_path / "o" / "model" / "model.json").read_text())
+    assert summary["features"] == summary["config"]["features"] == model["features"] == "efficientnet-lite0"
+    assert summary["extractor"]["precision"] == model["extractor"]["precision"] == "fp32"
+    assert model["feature_options"] == {}
+    # The saved model is a plain Lite0 fp32 model: assign uses it where int8 is missing, and elsewhere.
+    assigned = imgclust.assign(tmp_path / "o", image_folder, tmp_path / "a")
+    assert assigned.summary["features"] == "efficientnet-lite0"
 
 
 def drawn_scenes() -> list[Image.Image]:
