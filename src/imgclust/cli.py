@@ -489,8 +489,8 @@ def demo(out_dir: Path, features: tuple[str, ...], seed: int) -> None:
         results = run_demo(out_dir, features=features or DEMO_FEATURES, seed=seed, progress=bars)
     k = len(demo_photos())
     table = Table(title=f"{k} photos x 30 random crops, k = {k}, scored against the photo of each crop",
-                  box=box.SIMPLE)
-    table.add_column("features", no_wrap=True, min_width=18)
+                  box=box.SIMPLE, collapse_padding=True, pad_edge=False)
+    table.add_column("features", no_wrap=True, min_width=23)
     table.add_column("method", no_wrap=True)
     for col in ("acc 1:1", "acc n:1", "NMI", "ARI", "seconds"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -564,6 +564,10 @@ def list_features_command() -> None:
         table.add_row(escape(f.name), str(f.dim) if f.dim else "depends", yes_no[f.installed],
                       yes_no[f.weights_offline], escape(f.description + (f" {f.install_hint}" if f.install_hint else "")))
     out.print(table)
+    from .features.default import default_features
+
+    name, options = default_features()
+    out.print(f"Without --features: {name} at {options.get('precision', 'fp32')} on this machine.", highlight=False)
 
 
 @main.command(short_help="Sort new images into the clusters of a saved run.", epilog=_examples(
