@@ -142,6 +142,11 @@ def print_goals(a: dict, c: dict, b: float, cpu_a: dict, cpu_c: dict, cpu_b: flo
         return f"{ratio:.2f}x (goal {goal:g}x: {'met' if ratio >= goal else 'not met'})"
 
     print(f"\nGoals, default features here: {key[0]} {key[1]}")
+    load, cores = os.getloadavg()[0], default_threads()
+    if load > cores:
+        print(f"  (load average {load:.1f} on {cores} cores: other work shares the cores, and the original loop (b), "
+              "whose PyTorch threads wait for cores, slows down far more than the rest; these verdicts are not "
+              "reliable, rerun on a quiet machine)")
     if key not in a:
         print(f"  not measured: add {key[0]} to --variants and {key[1]} to --precisions")
         return
