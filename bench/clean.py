@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 DATASETS = Path(__file__).resolve().parents[1].parent.parent / "shared" / "datasets"
+FEATURES = ["efficientnet-lite0"]  # --features
 SOURCES = ("dogs-vs-cats-1000", "imagenette-val-3000")
 DUP_KINDS = ("resize", "jpeg", "crop", "brightness", "all")
 PROBLEMS = ("blurry", "dark", "bright", "low_information", "small", "grayscale", "odd_aspect")
@@ -241,7 +242,7 @@ def run_imgclust(folder: Path, work: Path, extra: dict[str, object]) -> dict[str
     fx._quality_stats = timed  # type: ignore[assignment]
     try:
         t0, c0 = time.perf_counter(), time.process_time()
-        res = imgclust.run(folder, work / "out", features="efficientnet-lite0", k=10, labels="none",
+        res = imgclust.run(folder, work / "out", features=FEATURES[0], k=10, labels="none",
                            cache=work / "cache", **extra)  # type: ignore[arg-type]
         total, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
@@ -356,7 +357,11 @@ def main() -> None:
     ap.add_argument("--thresholds", action="store_true", help="Print the cosines the default threshold was chosen on.")
     ap.add_argument("--keep", action="store_true", help="Keep the folder and the run (for a look); say where.")
     ap.add_argument("--phash", action="store_true", help="Also rerun with --near-duplicates phash (cached vectors).")
+    ap.add_argument("--features", default="efficientnet-lite0",
+                    help="features of the run (default efficientnet-lite0, what the thresholds were tuned on; '' for "
+                         "the default features)")
     args = ap.parse_args()
+    FEATURES[0] = args.features
     work = Path(tempfile.mkdtemp(prefix="imgclust-bench-clean-"))
     truth: dict[str, object] = {}
     try:

@@ -34,6 +34,7 @@ import imgclust
 from imgclust._fs import atomic_write_text
 from imgclust.cluster import list_clusterers
 from imgclust.features import get_extractor
+from imgclust.pipeline import with_features
 
 REPO = Path(__file__).resolve().parents[1]
 FIELDS = ["features", "precision", "dataset", "variant", "n", "k", "method", "accuracy_hungarian", "accuracy_majority", "nmi", "ari", "seconds"]
@@ -43,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", type=Path, default=REPO.parent / "shared" / "datasets",
                     help="folder whose subfolders are labelled datasets (<dataset>/<class>/<image>)")
-    ap.add_argument("--features", default=imgclust.RunConfig().features,
-                    help="feature extractor, or several separated by commas (one table block each)")
+    ap.add_argument("--features", default="",
+                    help="feature extractor, or several separated by commas (one table block each); default: the "
+                         "default features")
     ap.add_argument("--precision", default=None,
                     help="fp32, int8 or fp32,int8 for EfficientNet-Lite features (default: the extractor's default)")
     ap.add_argument("--cache", type=Path, default=None, help="embedding cache folder (default: the usual one)")
@@ -63,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     for features in args.features.split(","):
         for precision in precisions:
-            config = imgclust.RunConfig(features=features, labels="folder",
-                                        feature_options={"precision": precision} if precision else {})
-            rows += quality_rows(args, config, methods, precision or "default")
+            config = with_features(imgclust.RunConfig(features=features, labels="folder",
+                                                      feature_options={"precision": precision} if precision else {}))
+            rows += quality_rows(args, config, methods, config.feature_options.get("precision") or "default")
     if args.subsets:
         print_subset_summary(rows, methods)
     if len(args.features.split(",")) * len(precisions) > 1:

@@ -1,6 +1,7 @@
 """One contract test over every registered extractor and family, plus list-features."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -124,6 +125,7 @@ def test_list_features_command(monkeypatch: pytest.MonkeyPatch):
     assert ["pixels", "3072", "yes", "yes"] in cells, r.output
     for f in list_features():
         assert f.name in r.output
+    assert re.search(r"Without --features: efficientnet-lite[02] at (int8|fp32) on this machine\.", r.output)
 
 
 def test_colour_histogram_compares_colour_distributions():

@@ -16,27 +16,73 @@ from imgclust.cli import main
 from imgclust.cluster import cluster
 from imgclust.config import RunConfig
 from imgclust.errors import InputError, ParameterError
-from imgclust.features import efficientnet, get_extractor
+from imgclust.features import default, efficientnet, get_extractor, quantize
 from imgclust.features.quantize import calibration_images, int8_unavailable_reason
+from imgclust.io.decode import decode
 from imgclust.model import save_model
+from imgclust.pipeline import with_features
 
 
 @pytest.fixture()
 def int8_here(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend the CPU has int8 dot-product instructions (the tests do not depend on the machine's)."""
     monkeypatch.setattr(efficientnet, "int8_unavailable_reason", lambda: None)
+    monkeypatch.setattr(quantize, "int8_unavailable_reason", lambda: None)
 
 
 @pytest.fixture()
 def no_int8_here(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(efficientnet, "int8_unavailable_reason", lambda: "this CPU has no int8 dot-product (test)")
+    monkeypatch.setattr(quantize, "int8_unavailable_reason", lambda: "this CPU has no int8 dot-product (test)")
     monkeypatch.setattr(efficientnet, "_WARNED", set())
+    monkeypatch.setattr(default, "_WARNED", set())
+
+
+def test_the_default_features_are_lite2_int8(int8_here: None) -> None:
+    assert RunConfig().features == ""  # settled by the run, on the machine that runs it
+    config = with_features(RunConfig(k=3))
+    assert (config.features, config.feature_options, config.k) == ("efficientnet-lite2", {"precision": "int8"}, 3)
+    # A precision given without features applies to the default network as asked.
+    assert with_features(RunConfig(feature_options={"precision": "fp32"})).features == "efficientnet-lite2"
+    # Features that are named are never replaced.
+    named = RunConfig(features="efficientnet-lite0")
+    assert with_features(named) is named
+
+
+def test_without_int8_the_default_is_lite0_fp32_not_lite2_fp32(no_int8_here: None,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="imgclust"):
+        first, second = with_features(RunConfig()), with_features(RunConfig(seed=1))
+    assert (first.features, first.feature_options) == (second.features, second.feature_options) == (
+        "efficientnet-lite0", {})
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["int8 is not available here (this CPU has no int8 dot-product (test)); the default features "
+                     "are efficientnet-lite0 in fp32 (efficientnet-lite2 would run in fp32 at about half the "
+                     "speed)."], lines
+    # An explicit request keeps its network: Lite2 at int8 falls back to Lite2 at fp32.
+    explicit = with_features(RunConfig(feature_options={"precision": "int8"}))
+    assert explicit.features == "efficientnet-lite2"
+    assert get_extractor(explicit.features, **explicit.feature_options).precision == "fp32"
+
+
+def test_a_default_run_records_what_ran_where_int8_falls_back(image_folder: Path, tmp_path: Path,
+                                                               no_int8_here: None) -> None:
+    r = CliRunner().invoke(main, ["run", str(image_folder), "--out", str(tmp_path / "o"), "--k", "3", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "with efficientnet-lite0 + spectral" in " ".join(r.output.split())
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    model = json.loads((tmp_path / "o" / "model" / "model.json").read_text())
+    assert summary["features"] == summary["config"]["features"] == model["features"] == "efficientnet-lite0"
+    assert summary["extractor"]["precision"] == model["extractor"]["precision"] == "fp32"
+    assert model["feature_options"] == {}
+    # The saved model is a plain Lite0 fp32 model: assign uses it where int8 is missing, and elsewhere.
+    assigned = imgclust.assign(tmp_path / "o", image_folder, tmp_path / "a")
+    assert assigned.summary["features"] == "efficientnet-lite0"
 
 
 def drawn_scenes() -> list[Image.Image]:
     """Photo-like drawings: colour gradients, overlapping shapes, blur and sensor-like noise, at photo and
-    thumbnail sizes (drawn here, nothing read from disk). Flat single-colour drawings are a harder case
-    for int8 (cosine as low as 0.89 with the conftest shapes) that photographs do not present."""
+    thumbnail sizes (drawn here, nothing read from disk)."""
     out = []
     for seed in range(8):
         for w, h in ((320, 240), (48, 48)):
@@ -146,7 +192,30 @@ def test_assign_refuses_an_int8_model_where_int8_falls_back(image_folder: Path, 
 
 
 @pytest.mark.slow
-def test_int8_vectors_are_close_to_fp32_and_models_round_trip(image_folder: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("variant,lowest", [
+    ("efficientnet-lite2", 0.97),  # the default features' network: issue 17's bound, for every drawn image
+    ("efficientnet-lite0", 0.90),  # measured 0.928 on the flat shapes (not the default at int8; docs/features.md)
+])
+def test_int8_vectors_of_drawn_images_are_close_to_fp32(variant: str, lowest: float, image_folder: Path) -> None:
+    """Issue 17: int8 against fp32 vectors on drawn images, cosine at least 0.97 (exports and quantises the
+    variant: tens of seconds on a busy 2-core machine)."""
+    if int8_unavailable_reason() is not None:
+        pytest.skip(f"int8 is not available here: {int8_unavailable_reason()}")
+    fp32 = get_extractor(variant)
+    int8 = get_extractor(variant, precision="int8")
+    # The suite's flat shapes on a plain background (the hard case), and the photo-like drawings.
+    drawn = [decode(p).image for p in sorted(image_folder.rglob("*")) if p.is_file()] + drawn_scenes()
+    assert len(drawn) == 18 + 16 and all(im is not None for im in drawn)
+    batch = np.stack([fp32.prepare(im) for im in drawn])
+    a, b = fp32.embed(batch), int8.embed(batch)
+    cos = np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    # Measured, lowest: 0.981 (Lite2), 0.928 (Lite0); means 0.99 and 0.97.
+    assert cos.min() >= lowest and cos.mean() >= 0.97, np.round(np.sort(cos)[:5], 3)
+    assert not np.array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_int8_models_round_trip(image_folder: Path, tmp_path: Path) -> None:
     """Exports and quantises Lite0 (tens of seconds on a busy 2-core machine)."""
     if int8_unavailable_reason() is not None:
         pytest.skip(f"int8 is not available here: {int8_unavailable_reason()}")
@@ -154,11 +223,7 @@ def test_int8_vectors_are_close_to_fp32_and_models_round_trip(image_folder: Path
     fp32 = get_extractor("efficientnet-lite0", model_dir=models)
     int8 = get_extractor("efficientnet-lite0", model_dir=models, precision="int8")
     batch = np.stack([fp32.prepare(im) for im in drawn_scenes()])
-    a, b = fp32.embed(batch), int8.embed(batch)
-    cos = np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    # Measured: mean 0.980, lowest 0.950 (64 photos per shared set: mean 0.983-0.994, lowest 0.955-0.984).
-    assert cos.mean() >= 0.97 and cos.min() >= 0.93, cos
-    assert not np.array_equal(a, b)
+    b = int8.embed(batch)
     assert sorted(p.name for p in models.glob("*.onnx")) == sorted([fp32._onnx_path().name, int8._int8_path().name])
     # A run at int8 records it; assign uses it by default and refuses fp32.
     run = imgclust.run(image_folder, tmp_path / "run", features="efficientnet-lite0", k=3, method="kmeans", seed=0,

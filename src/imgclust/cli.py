@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from . import __version__
-from .config import DEFAULT_FEATURES, DEFAULT_METHOD, RunConfig, parse_k_range
+from .config import DEFAULT_METHOD, RunConfig, parse_k_range
 from .errors import ImgclustError
 
 # soft_wrap: long paths are printed whole (copy-pasteable), never broken by rich.
@@ -126,15 +126,17 @@ def main(verbose: int) -> None:
 def feature_options(size: int | None, weights: Path | None = None, features: str = "",
                     precision: str | None = None) -> dict[str, Any]:
     from .errors import ParameterError
+    from .features.default import DEFAULT_FEATURES
 
     options: dict[str, Any] = {"size": size} if size is not None else {}
     if precision is not None:
-        if not features.startswith("efficientnet-lite"):
+        if features and not features.startswith("efficientnet-lite"):  # no --features: the default network
             raise ParameterError(f"--precision is for the efficientnet-lite features; '{features}' runs in fp32 only.")
         options["precision"] = precision
     if weights is not None:
         if not features.startswith("timm:"):
-            raise ParameterError(f"--weights is for timm:MODEL features; '{features}' brings its own weights.")
+            raise ParameterError(f"--weights is for timm:MODEL features; '{features or DEFAULT_FEATURES}' brings its "
+                                 "own weights.")
         options["weights"] = str(weights.expanduser().resolve())
     return options
 
@@ -151,11 +153,14 @@ def _options(*decorators: Any) -> Any:
 
 
 features_options = _options(
-    click.option("--features", default=DEFAULT_FEATURES, show_default=True, help="Feature extractor (see list-features)."),
+    click.option("--features", default="",
+                 help="Feature extractor (see list-features). Default: efficientnet-lite2 at int8, or "
+                      "efficientnet-lite0 at fp32 where this CPU has no int8 instructions."),
     click.option("--size", type=int, default=None, help="Image side for --features pixels (default 32)."),
     click.option("--precision", type=click.Choice(["fp32", "int8"]), default=None,
-                 help="Network precision for efficientnet-lite features (default fp32): int8 is faster, with "
-                      "vectors within about 0.02 cosine of fp32's. See docs/features.md."),
+                 help="Network precision for efficientnet-lite features (default: int8 for the default features, "
+                      "fp32 for a network named with --features): int8 is about twice as fast, with vectors "
+                      "within about 0.02 cosine of fp32's. See docs/features.md."),
 )
 seed_labels_cache_options = _options(
     click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed."),
@@ -262,11 +267,18 @@ def _print_cluster_table(s: dict[str, Any], title: str, name_column: str) -> Non
     out.print(table)
 
 
+def features_label(summary: dict[str, Any]) -> str:
+    """The features of a run as the user reads them: the name, and the precision when it is int8."""
+    extractor = summary.get("extractor")
+    precision = extractor.get("precision") if isinstance(extractor, dict) else None
+    return f"{summary['features']}{' int8' if precision == 'int8' else ''}"
+
+
 def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
     s = summary
     how = f" (chosen automatically: {escape(str(s.get('k_reason', '')))})" if s.get("k_auto") else ""
     out.print(f"[bold]{s['n_ok']}[/] of {s['n_images']} images clustered into [bold]{s['k']}[/] groups "
-              f"with {escape(str(s['features']))} + {escape(str(s['method']))}{how}.", highlight=False)
+              f"with {escape(features_label(s))} + {escape(str(s['method']))}{how}.", highlight=False)
     others = [c for c in s.get("k_candidates") or [] if isinstance(c, dict) and c.get("k") != s["k"]]
     if s.get("k_auto") and others:
         out.print("Other choices (rerun with --k K into the same --out; no clustering again): "
@@ -461,7 +473,7 @@ def report(out_dir: Path, map_method: str | None, cache: Path | None, no_cache: 
     "imgclust demo --out demo-out", "imgclust demo --out demo-seed1 --seed 1"))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for the demo.")
 @click.option("--features", "features", multiple=True,
-              help="Extractor to compare; repeat for several (default: pixels and efficientnet-lite0).")
+              help="Extractor to compare; repeat for several (default: pixels and the default features).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seeds the random crops and the clustering: the same seed gives the same images and groups.")
 def demo(out_dir: Path, features: tuple[str, ...], seed: int) -> None:
@@ -477,20 +489,20 @@ def demo(out_dir: Path, features: tuple[str, ...], seed: int) -> None:
         results = run_demo(out_dir, features=features or DEMO_FEATURES, seed=seed, progress=bars)
     k = len(demo_photos())
     table = Table(title=f"{k} photos x 30 random crops, k = {k}, scored against the photo of each crop",
-                  box=box.SIMPLE)
-    table.add_column("features", no_wrap=True, min_width=18)
+                  box=box.SIMPLE, collapse_padding=True, pad_edge=False)
+    table.add_column("features", no_wrap=True, min_width=23)
     table.add_column("method", no_wrap=True)
     for col in ("acc 1:1", "acc n:1", "NMI", "ARI", "seconds"):
         table.add_column(col, justify="right", no_wrap=True)
-    for name, r in results.items():
+    for r in results.values():
         m = r.metrics or {}
-        table.add_row(name, r.summary["method"], f"{m.get('accuracy_hungarian', 0):.3f}",
+        table.add_row(features_label(r.summary), r.summary["method"], f"{m.get('accuracy_hungarian', 0):.3f}",
                       f"{m.get('accuracy_majority', 0):.3f}", f"{m.get('nmi', 0):.3f}", f"{m.get('ari', 0):.3f}",
                       f"{sum(r.summary['timings'].values()):.1f}")
     out.print(table)
     out.print("acc 1:1 = one-to-one accuracy (Hungarian matching); acc n:1 = many-to-one (each cluster's majority "
               "photo).", highlight=False)
-    acc = {name: (r.metrics or {}).get("accuracy_hungarian", 0.0) for name, r in results.items()}
+    acc = {features_label(r.summary): (r.metrics or {}).get("accuracy_hungarian", 0.0) for r in results.values()}
     if "pixels" in acc and len(acc) > 1:
         best = max((n for n in acc if n != "pixels"), key=lambda n: acc[n])
         if acc[best] > acc["pixels"]:
@@ -552,6 +564,10 @@ def list_features_command() -> None:
         table.add_row(escape(f.name), str(f.dim) if f.dim else "depends", yes_no[f.installed],
                       yes_no[f.weights_offline], escape(f.description + (f" {f.install_hint}" if f.install_hint else "")))
     out.print(table)
+    from .features.default import default_features
+
+    name, options = default_features()
+    out.print(f"Without --features: {name} at {options.get('precision', 'fp32')} on this machine.", highlight=False)
 
 
 @main.command(short_help="Sort new images into the clusters of a saved run.", epilog=_examples(

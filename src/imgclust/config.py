@@ -8,7 +8,6 @@ from typing import Any
 
 from .errors import ParameterError
 
-DEFAULT_FEATURES = "efficientnet-lite0"
 DEFAULT_METHOD = "spectral"
 DEFAULT_K_RANGE = (2, 30)
 
@@ -18,7 +17,10 @@ class RunConfig:
     """Everything that decides the result of ``imgclust run`` (paths aside).
 
     Attributes:
-        features: registry name of the extractor.
+        features: registry name of the extractor; empty (the default): the default features, which
+            :func:`imgclust.pipeline.run` and :func:`~imgclust.pipeline.sweep` settle before any work (efficientnet-lite2
+            at int8, or efficientnet-lite0 at fp32 where int8 is not available; see
+            :mod:`imgclust.features.default`) and record in the run's summary and model.
         feature_options: options for the extractor (e.g. ``{"size": 32}`` for pixels).
         k: number of clusters, or None to choose it automatically over ``k_range``.
         k_range: (low, high) range searched when k is None, both inclusive.
@@ -32,7 +34,7 @@ class RunConfig:
             :data:`imgclust.clean.stage.CLEAN_OPTIONS`.
     """
 
-    features: str = DEFAULT_FEATURES
+    features: str = ""
     feature_options: dict[str, Any] = field(default_factory=dict)
     k: int | None = None
     k_range: tuple[int, int] = DEFAULT_K_RANGE

@@ -22,7 +22,8 @@ from PIL import Image, ImageEnhance
 from ._fs import atomic_write_bytes, atomic_write_json, ensure_writable_dir
 from .errors import OutputError
 
-DEMO_FEATURES = ("pixels", "efficientnet-lite0")
+#: raw pixels against the default features ("": see :mod:`imgclust.features.default`)
+DEMO_FEATURES = ("pixels", "")
 #: crops written per photo by default (10 photos: 300 images, about half a minute on a laptop CPU)
 DEMO_PER_CLASS = 30
 CROP_SIDE = 160
@@ -89,8 +90,10 @@ def run_demo(out_dir: str | os.PathLike[str], *, features: tuple[str, ...] = DEM
         per_class: crops per photo.
 
     Returns:
-        {features name: RunResult}, each run written to ``out_dir/<features name>``.
+        {features name: RunResult}, each run written to ``out_dir/<features name>``; an empty name in
+        ``features`` stands for the default features, under the name they have on this machine.
     """
+    from .features.default import default_features
     from .pipeline import run
 
     out_dir = Path(out_dir)
@@ -113,6 +116,7 @@ def run_demo(out_dir: str | os.PathLike[str], *, features: tuple[str, ...] = DEM
     k = len(demo_photos()) if k is None else k
     results = {}
     for name in features:
-        results[name] = run(images, out_dir / name, features=name, k=k, seed=seed, labels="folder",
-                            cache=out_dir / "cache", progress=progress)
+        name, options = (name, {}) if name else default_features()
+        results[name] = run(images, out_dir / name, features=name, feature_options=options, k=k, seed=seed,
+                            labels="folder", cache=out_dir / "cache", progress=progress)
     return results

