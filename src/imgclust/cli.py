@@ -162,8 +162,9 @@ seed_labels_cache_options = _options(
     click.option("--labels", type=click.Choice(["auto", "folder", "prefix", "none"]), default="auto",
                  show_default=True, help="Where ground-truth labels come from (only for scoring)."),
     click.option("--cache", type=click.Path(path_type=Path), default=None,
-                 help="Embedding cache folder (default: ~/.cache/imgclust or $IMGCLUST_CACHE)."),
-    click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache."),
+                 help="Cache folder: vectors and the results of earlier runs (default: ~/.cache/imgclust "
+                      "or $IMGCLUST_CACHE)."),
+    click.option("--no-cache", is_flag=True, help="Do not read or write the cache (vectors, results)."),
 )
 
 
