@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import imgclust
-from conftest import draw_image
+from conftest import draw_image, run_cli
 from imgclust.cluster import ClusterResult
 from imgclust.store import results as results_mod
 from imgclust.store.results import RESULTS_DIR, ResultsCache, results_key, vectors_id
@@ -229,3 +229,14 @@ def test_no_cache_keeps_no_results(folder: Path, tmp_path: Path, monkeypatch: py
     again = imgclust.run(folder, tmp_path / "out2", cache=False, **SETTINGS)
     assert again.summary["results_cached"] == []
     assert not default.exists()
+
+
+def test_the_cli_says_what_came_from_the_cache(folder: Path, tmp_path: Path, cli_env: dict[str, str]) -> None:
+    args = ["run", str(folder), "--features", "pixels", "--ks", "2-4", "--cache", str(tmp_path / "cache")]
+    first = run_cli([*args, "--out", str(tmp_path / "a")], cli_env)
+    assert first.returncode == 0, first.stderr
+    assert "Taken from the cache" not in first.stdout
+    again = run_cli([*args, "--out", str(tmp_path / "b")], cli_env)
+    assert again.returncode == 0, again.stderr
+    assert "Taken from the cache (an earlier run of the same images and settings computed them): clean, cluster, " \
+           "names, map." in again.stdout

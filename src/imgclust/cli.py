@@ -294,6 +294,9 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
                   highlight=False)
     t = s.get("timings", {})
     out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
+    if s.get("results_cached"):
+        out.print(f"Taken from the cache (an earlier run of the same images and settings computed them): "
+                  f"{', '.join(map(str, s['results_cached']))}.", highlight=False, markup=False)
     out.print(f"Results in {escape(str(out_dir))}/ (assignments.csv, summary.json"
               + (", confusion.csv" if "metrics" in s else "") + (", sweep.csv" if s.get("k_auto") else "")
               + ", report.html)", highlight=False)
