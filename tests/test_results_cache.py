@@ -158,9 +158,14 @@ def test_the_folder_keeps_the_most_recently_used_entries(tmp_path: Path) -> None
         cache.put("cluster", f"k{i}", result)
         os.utime(cache.path("cluster", f"k{i}"), ns=(10**18 + i, 10**18 + i))  # k0 oldest
     assert cache.get("cluster", "k0", [ClusterResult]) is not None  # used: now the newest
+    old_tmp, new_tmp = cache.folder / ".cluster-k9.npz.a1.tmp", cache.folder / ".cluster-k9.npz.b2.tmp"
+    old_tmp.write_bytes(b"killed")
+    new_tmp.write_bytes(b"being written")
+    os.utime(old_tmp, (1, 1))
     cache.put("cluster", "k3", result)
     cache.put("cluster", "k4", result)
     assert sorted(p.stem for p in cache.folder.glob("*.npz")) == ["cluster-k0", "cluster-k3", "cluster-k4"]
+    assert not old_tmp.exists() and new_tmp.exists()
     small = ResultsCache(tmp_path, max_bytes=1)  # a size bound: only the newest entry stays
     small.put("cluster", "k5", result)
     assert [p.stem for p in small.folder.glob("*.npz")] == ["cluster-k5"]

@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import os
+import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,7 @@ RESULTS_DIR = "results"
 FORMAT = 1
 KEEP = 32  # entries (a run writes four: its clustering, its clean checks, the map and the cluster names)
 MAX_BYTES = 1 << 30  # at most 1 GiB in all (the entries of a run over 200,000 small images take about 75 MB)
+STALE_TMP_SECONDS = 86400  # a temporary file this old is a killed write's, never one in progress
 
 
 def vectors_id(cache_id: str, keys: Sequence[str] | None = None, X: np.ndarray | None = None) -> str:
@@ -145,7 +147,7 @@ class ResultsCache:
         np.savez(buf, **arrays)
         path = self.path(stage, key)
         try:
-            atomic_write_bytes(path, buf.getvalue())
+            atomic_write_bytes(path, buf.getbuffer())  # no second copy of a large entry
         except Exception as exc:  # noqa: BLE001 - OutputError or OSError: the run's outputs do not depend on it
             log.warning("Could not keep the result in %s (%s); the next run computes it again.", path, exc)
             return None
@@ -154,16 +156,21 @@ class ResultsCache:
 
     def prune(self) -> list[Path]:
         """Remove the least recently used entries beyond :attr:`keep` entries or :attr:`max_bytes` bytes
-        (the newest one always stays). Returns the removed paths."""
-        entries = []
-        for p in self.folder.glob("*.npz"):
+        (the newest one always stays), and temporary files a killed write left a day ago or more.
+        Returns the removed paths."""
+        entries, removed = [], []
+        for p in self.folder.glob("*"):
             try:
                 st = p.stat()
             except OSError:
                 continue
-            entries.append((st.st_mtime_ns, st.st_size, p))
+            if p.name.endswith(".npz"):
+                entries.append((st.st_mtime_ns, st.st_size, p))
+            elif p.name.endswith(".tmp") and time.time() - st.st_mtime > STALE_TMP_SECONDS:
+                p.unlink(missing_ok=True)
+                removed.append(p)
         entries.sort(key=lambda e: e[0], reverse=True)
-        removed, total = [], 0
+        total = 0
         for i, (_, size, p) in enumerate(entries):
             total += size
             if i > 0 and (i >= self.keep or total > self.max_bytes):
