@@ -408,8 +408,8 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
             kept = {k: v for k, v in sweep_table.labels.items() if k in choice.pick.candidates and len(v) == len(feats.X)}
             save_candidates(out_dir, fingerprint, kept | {result.k: result.labels})
     with timer.stage("report"):  # names go into summary.json; the page itself is built from the files
-        labels_id = vectors_id("labels", X=result.labels)
-        summary.update(cached_result(results, "names", results_key(vectors, stage="names", labels=labels_id), (dict,),
+        key = results_key(vectors, stage="names", labels=vectors_id("labels", X=result.labels), k=result.k)
+        summary.update(cached_result(results, "names", key, (dict,),
                                      lambda: suggest_names(feats.extractor, feats.X, result.labels, result.k),
                                      from_cache))
         coords = cached_result(results, "map", results_key(vectors, stage="map", method="pca", seed=config.seed),
