@@ -24,8 +24,9 @@ from imgclust.cluster.choose_k import (
     sweep_k,
 )
 from imgclust.cluster.spectral import fit_spectral
-from imgclust.outputs.k_candidates import K_CANDIDATES, load_candidate, save_candidates, sweep_fingerprint
+from imgclust.outputs.k_candidates import K_CANDIDATES, load_candidate, save_candidates
 from imgclust.pipeline import run
+from imgclust.store.results import results_key, vectors_id
 
 
 def two_scales(seed: int, *, n_per: int = 12, dim: int = 32, coarse: int = 4, fine: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -131,14 +132,16 @@ def test_result_from_labels_is_what_spectral_returns_for_them() -> None:
 
 
 def test_saved_candidates_need_a_matching_fingerprint(tmp_path: Path) -> None:
-    X = np.arange(12, dtype=np.float32).reshape(6, 2)
-    fp = sweep_fingerprint(X, method="spectral", method_options={}, seed=0)
+    files = [f"/photos/{i}.png|100|{i}" for i in range(6)]  # the vectors' identities: path, size, mtime
+    vectors = vectors_id("pixels-x", files)
+    fp = results_key(vectors, method="spectral", method_options={}, seed=0)
     save_candidates(tmp_path, fp, {2: np.array([0, 0, 0, 1, 1, 1]), 3: np.array([0, 0, 1, 1, 2, 2])})
     np.testing.assert_array_equal(load_candidate(tmp_path, fp, 3), [0, 0, 1, 1, 2, 2])
     assert load_candidate(tmp_path, fp, 4) is None
-    for other in (sweep_fingerprint(X, method="spectral", method_options={}, seed=1),
-                  sweep_fingerprint(X, method="kmeans", method_options={}, seed=0),
-                  sweep_fingerprint(X + 1e-3, method="spectral", method_options={}, seed=0)):
+    for other in (results_key(vectors, method="spectral", method_options={}, seed=1),
+                  results_key(vectors, method="kmeans", method_options={}, seed=0),
+                  results_key(vectors_id("pixels-x", [*files[:5], "/photos/5.png|100|6"]), method="spectral",
+                              method_options={}, seed=0)):
         assert other != fp and load_candidate(tmp_path, other, 3) is None
     (tmp_path / K_CANDIDATES).write_bytes(b"not a zip")
     assert load_candidate(tmp_path, fp, 3) is None
@@ -198,7 +201,7 @@ def test_a_default_run_report_shows_how_k_was_chosen(auto_run: Path) -> None:
 def test_rerun_with_a_candidate_k_reuses_the_sweep(image_folder_module: Path, auto_run: Path) -> None:
     summary = json.loads((auto_run / "summary.json").read_text())
     other = next(c["k"] for c in summary["k_candidates"] if c["k"] != summary["k"])
-    fp = sweep_fingerprint(np.zeros((1, 1)), method="spectral", method_options={}, seed=0)
+    fp = results_key(vectors_id("pixels-x", X=np.zeros((1, 1))), method="spectral", method_options={}, seed=0)
     assert load_candidate(auto_run, fp, other) is None  # other vectors: no match
     saved = np.load(auto_run / K_CANDIDATES)
     r = run(image_folder_module, auto_run, features="pixels", feature_options={"size": 4}, k=other, cache=False)

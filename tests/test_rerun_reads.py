@@ -57,6 +57,7 @@ def test_cached_rerun_reads_no_image_file(photos_with_copies: Path, tmp_path: Pa
     assert reads == []
     assert 0 < len(set(thumb_reads)) <= 16  # the report draws its thumbnails (one file may appear twice)
     assert (second.summary["n_vectors_cached"], second.summary["n_vectors_computed"]) == (16, 0)
+    assert second.summary["results_cached"] == ["clean", "cluster", "names", "map"]  # the results cache reads none
     assert second.summary["duplicates"] == first.summary["duplicates"] == [["c0/copy of img_0.bmp", "c0/img_0.bmp"]]
     assert second.labels.tolist() == first.labels.tolist()
 

@@ -40,7 +40,7 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file + rename). Returns the path."""
     path = Path(path)
     tmp_name = None

@@ -167,8 +167,9 @@ seed_labels_cache_options = _options(
     click.option("--labels", type=click.Choice(["auto", "folder", "prefix", "none"]), default="auto",
                  show_default=True, help="Where ground-truth labels come from (only for scoring)."),
     click.option("--cache", type=click.Path(path_type=Path), default=None,
-                 help="Embedding cache folder (default: ~/.cache/imgclust or $IMGCLUST_CACHE)."),
-    click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache."),
+                 help="Cache folder: vectors and the results of earlier runs (default: ~/.cache/imgclust "
+                      "or $IMGCLUST_CACHE)."),
+    click.option("--no-cache", is_flag=True, help="Do not read or write the cache (vectors, results)."),
 )
 
 
@@ -305,6 +306,9 @@ def print_run_summary(summary: dict[str, Any], out_dir: Path) -> None:
                   highlight=False)
     t = s.get("timings", {})
     out.print("Time: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()), highlight=False)
+    if s.get("results_cached"):
+        out.print(f"Taken from the cache (an earlier run of the same images and settings computed them): "
+                  f"{', '.join(map(str, s['results_cached']))}.", highlight=False, markup=False)
     out.print(f"Results in {escape(str(out_dir))}/ (assignments.csv, summary.json"
               + (", confusion.csv" if "metrics" in s else "") + (", sweep.csv" if s.get("k_auto") else "")
               + ", report.html)", highlight=False)

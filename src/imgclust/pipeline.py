@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,10 +23,23 @@ from ._fs import is_within
 from ._paths import inside_images
 from .backends import Backend
 from .backends.local import LocalBackend
-from .cache import EmbeddingCache, default_cache_dir
+from .cache import EmbeddingCache, default_cache_dir, file_keys
+from .clean.neardup import NearDuplicates
+from .clean.outliers import Outliers
 from .clean.stage import DUPLICATES_COLUMNS, DUPLICATES_CSV, CleanResult, clean_settings
 from .cluster import ClusterResult, get_clusterer, validate_k
-from .cluster.choose_k import SWEEP_COLUMNS, KPick, Sweep, pick_k, result_from_labels, score_sweep, sweep_k
+from .cluster.choose_k import (
+    SWEEP_COLUMNS,
+    KCandidate,
+    KChoice,
+    KPick,
+    Sweep,
+    SweepRow,
+    pick_k,
+    result_from_labels,
+    score_sweep,
+    sweep_k,
+)
 from .config import RunConfig
 from .errors import InputError, OutputError, ParameterError
 from .features import Extractor, get_extractor
@@ -37,8 +50,15 @@ from .io.duplicates import find_duplicates
 from .metrics import confusion, evaluate
 from .model import MODEL_DIR, save_model
 from .outdir import OUT_MARKER, claim_out_dir, holds_out_lock, keep_outputs
-from .outputs.k_candidates import K_CANDIDATES, load_candidate, save_candidates, sweep_fingerprint
-from .outputs.report import REPORT_DATA, load_report_data, save_report_data, suggest_names, write_report
+from .outputs.k_candidates import K_CANDIDATES, load_candidate, save_candidates
+from .outputs.report import (
+    REPORT_DATA,
+    load_report_data,
+    map_2d,
+    save_report_data,
+    suggest_names,
+    write_report,
+)
 from .outputs.tables import (
     ASSIGNMENTS,
     CONFUSION,
@@ -51,6 +71,7 @@ from .outputs.tables import (
     write_summary,
 )
 from .store import FileDigests
+from .store.results import ResultsCache, results_key, vectors_id
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +81,12 @@ CRITERIA_PNG = "criteria.png"
 
 Progress = Callable[[str, int, int], None]
 CacheSetting = str | os.PathLike[str] | bool | None
+T = TypeVar("T")
+
+# The classes a cached result of each stage may be made of, its own first (imgclust.store.results builds
+# no other). A given k keeps a ClusterResult alone.
+CLUSTER_TYPES = (KChoice, ClusterResult, Sweep, SweepRow, KPick, KCandidate)
+CLEAN_TYPES = (CleanResult, NearDuplicates, Outliers)
 
 
 @dataclass
@@ -140,6 +167,44 @@ def open_digests(cache: CacheSetting) -> FileDigests | None:
     """The remembered content digests of files (so a rerun reads no unchanged file), or None without a cache."""
     root = cache_root(cache)
     return None if root is None else FileDigests(root)
+
+
+def open_results(cache: CacheSetting) -> ResultsCache | None:
+    """The results cache (chosen k, clusterings, clean checks of earlier runs), or None without a cache."""
+    root = cache_root(cache)
+    return None if root is None else ResultsCache(root)
+
+
+def vectors_identity(feats: Features, config: RunConfig, cache: CacheSetting) -> str:
+    """:func:`~imgclust.store.results.vectors_id` of a run's vectors: the extractor's cache id and each usable
+    file's identity as the store knows it (path, size and modification time; or the content digest it
+    remembers), so no file is read. Without remembered digests (content identity, no cache) the vectors
+    themselves are hashed."""
+    keys: list[str] | None = None
+    if config.identity == "stat":
+        keys = [f"{r.path}|{r.size}|{r.mtime_ns}" for r in feats.usable]
+    else:
+        digests = open_digests(cache)
+        if digests is not None:
+            found = file_keys(feats.usable, config.identity, digests)  # all remembered by the extraction
+            keys = [k for k in found if isinstance(k, str)]
+            keys = keys if len(keys) == len(found) else None
+    return vectors_id(feats.extractor.cache_id(), keys, None if keys is not None else feats.X)
+
+
+def cached_result(results: ResultsCache | None, stage: str, key: str, types: Sequence[type],
+                  compute: Callable[[], T], hits: list[str]) -> T:
+    """The result kept in ``results`` under (stage, key) (its stage name added to ``hits``), else
+    ``compute()``, kept there for the next run."""
+    if results is not None:
+        value = results.get(stage, key, types)
+        if value is not None:
+            hits.append(stage)
+            return value
+    value = compute()
+    if results is not None:
+        results.put(stage, key, value)
+    return value
 
 
 def cache_root(cache: CacheSetting) -> Path | None:
@@ -289,19 +354,28 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
         validate_k(config.k, len(feats.X))  # before anything is written to out_dir
     with timer.stage("duplicates"):
         dups = find_duplicates(feats.usable, digests=open_digests(cache))
+    # What the results of the stages below depend on (imgclust.store.results): kept there by an earlier run
+    # of the same vectors and settings, they are taken instead of computed again.
+    results, from_cache = open_results(cache), list[str]()
+    vectors = vectors_identity(feats, config, cache)
     with timer.stage("clean"):
-        cleaned = clean_checks(feats, config, cache, progress)
+        key = results_key(vectors, stage="clean", clean=clean_settings(config.clean_options),
+                          features=config.features, draft_size=feats.extractor.draft_size, seed=config.seed)
+        cleaned = cached_result(results, "clean", key, CLEAN_TYPES,
+                                lambda: clean_checks(feats, config, cache, progress), from_cache)
     claim_out_dir(out_dir, "This folder holds the outputs of an imgclust run.\n")
 
     k_info: dict[str, Any] = {"k_auto": False}
     with timer.stage("cluster"):
-        fingerprint = sweep_fingerprint(feats.X, method=config.method, method_options=config.method_options,
-                                        seed=config.seed)
+        fingerprint = results_key(vectors, method=config.method, method_options=config.method_options,
+                                  seed=config.seed)
         if config.k is None:
             from .cluster.choose_k import choose_k
 
-            choice = choose_k(feats.X, k_range=config.k_range, method=config.method, seed=config.seed,
-                              **config.method_options)
+            key = results_key(fingerprint, stage="cluster", k_range=list(config.k_range))
+            choice = cached_result(results, "cluster", key, CLUSTER_TYPES, lambda: choose_k(
+                feats.X, k_range=config.k_range, method=config.method, seed=config.seed, **config.method_options),
+                from_cache)
             # k_reason: the rule's, plus the sample it ran on when that is not every image.
             k_info = {"k_auto": True, "k_range": list(config.k_range), **k_summary(choice.pick),
                       "k_reason": choice.reason, "k_sample": choice.sample_size}
@@ -318,7 +392,9 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
                 k_info.update(_earlier_k_choice(out_dir))
                 keep_outputs(out_dir, SWEEP_CSV, K_CANDIDATES)  # still this grouping's sweep: not stale
             else:
-                result = backend.cluster(feats.X, k, config)
+                key = results_key(fingerprint, stage="cluster", k=k, backend=type(backend).__name__)
+                result = cached_result(results, "cluster", key, (ClusterResult,),
+                                       lambda: backend.cluster(feats.X, k, config), from_cache)
             sweep_table = None
 
     with timer.stage("evaluate"):
@@ -328,6 +404,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
     with timer.stage("write"):
         summary = _summary(feats, config, result, metrics, timer, k_info, out_dir)
         summary["backend"] = backend.describe()
+        summary["results_cached"] = from_cache  # stages whose results an earlier run computed
         summary["n_duplicates"], summary["duplicates"] = dups.n_duplicates, dups.groups
         summary.update(cleaned.summary())
         rows = assignments_table(feats.records, result.labels, result.distances, with_labels=labels_true is not None,
@@ -343,8 +420,13 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
             kept = {k: v for k, v in sweep_table.labels.items() if k in choice.pick.candidates and len(v) == len(feats.X)}
             save_candidates(out_dir, fingerprint, kept | {result.k: result.labels})
     with timer.stage("report"):  # names go into summary.json; the page itself is built from the files
-        summary.update(suggest_names(feats.extractor, feats.X, result.labels, result.k))
-        save_report_data(out_dir, feats.X, result.labels, centers=result.centers, seed=config.seed)
+        key = results_key(vectors, stage="names", labels=vectors_id("labels", X=result.labels), k=result.k)
+        summary.update(cached_result(results, "names", key, (dict,),
+                                     lambda: suggest_names(feats.extractor, feats.X, result.labels, result.k),
+                                     from_cache))
+        coords = cached_result(results, "map", results_key(vectors, stage="map", method="pca", seed=config.seed),
+                               (np.ndarray,), lambda: map_2d(feats.X, "pca", seed=config.seed), from_cache)
+        save_report_data(out_dir, feats.X, result.labels, centers=result.centers, seed=config.seed, coords=coords)
     with timer.stage("model"):  # after the names, so the saved model carries them
         save_model(out_dir / MODEL_DIR, feats.extractor, config, result, summary)
     summary["timings"] = dict(timer.seconds)

@@ -132,12 +132,13 @@ def discover(
                                            error="This is a folder whose name ends like an image file."))
             keep_dirs.append(d)
         dirnames[:] = keep_dirs
+        # The relative path of the folder once, not of each file (a large folder spent seconds in pathlib).
+        rel_dir = here.relative_to(root_abs).as_posix()
+        prefix = "" if rel_dir == "." else rel_dir + "/"
         for name in filenames:
             if not _has_image_extension(name):
                 continue
-            full = here / name
-            rel = display_path(full.relative_to(root_abs).as_posix())
-            records.append(_stat_record(full, rel))
+            records.append(_stat_record(here / name, display_path(prefix + name)))
     records.sort(key=lambda r: r.relpath)
     return records
 

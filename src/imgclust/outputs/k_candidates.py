@@ -3,19 +3,18 @@
 A default run (automatic k) clusters the images at every k of its range to choose one. The report
 then lists the chosen k and the next-best ones; a user who prefers one of those reruns with
 ``--k K`` into the same output folder. The sweep already computed the clustering at K, so the run
-keeps those labels here, with a fingerprint of everything they depend on (the vectors, the method
-and its options, the seed), and a rerun whose fingerprint matches takes them instead of clustering
-again. Any change (another image, another extractor, another seed) changes the fingerprint and the
-rerun clusters from scratch.
+keeps those labels here, with a fingerprint of everything they depend on (the identity of the vectors,
+the method and its options, the seed: :func:`imgclust.store.results.results_key`, the key of the
+results cache too), and a rerun whose fingerprint matches takes them instead of clustering again. Any
+change (another image, another extractor, another seed) changes the fingerprint and the rerun
+clusters from scratch.
 
 Plain NumPy arrays, no pickle; written atomically.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -29,26 +28,13 @@ from .._fs import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 K_CANDIDATES = "k-candidates.npz"
-FORMAT = 1
-_HASH_ROWS = 8192
-
-
-def sweep_fingerprint(X: np.ndarray, *, method: str, method_options: Mapping[str, Any], seed: int) -> str:
-    """A hash of what a sweep's labels depend on: the vectors (values, shape, dtype), method, options, seed."""
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    h = hashlib.blake2b(digest_size=20)
-    h.update(json.dumps({"format": FORMAT, "shape": list(X.shape), "method": method,
-                         "method_options": method_options, "seed": seed}, sort_keys=True, default=str).encode())
-    for start in range(0, len(X), _HASH_ROWS):  # in blocks: no copy of all the vectors at once
-        h.update(X[start:start + _HASH_ROWS].tobytes())
-    return h.hexdigest()
 
 
 def save_candidates(out_dir: str | os.PathLike[str], fingerprint: str, labels: Mapping[int, np.ndarray]) -> Path:
     """Write ``OUT_DIR/k-candidates.npz``: for every k of ``labels``, that clustering's labels (int32).
 
     Args:
-        fingerprint: :func:`sweep_fingerprint` of the run.
+        fingerprint: the run's :func:`~imgclust.store.results.results_key` of the vectors, method, options and seed.
         labels: k -> np.ndarray of shape (n_images,), int, in assignments.csv order of the clustered images.
     """
     buf = io.BytesIO()

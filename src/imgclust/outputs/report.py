@@ -210,7 +210,8 @@ def pca_2d(X: np.ndarray, *, seed: int = 0, n_oversample: int = 10, n_iter: int 
 
 
 def save_report_data(out_dir: str | os.PathLike[str], X: np.ndarray, labels: np.ndarray, *,
-                     centers: np.ndarray | None = None, map_method: str = "pca", seed: int = 0) -> Path:
+                     centers: np.ndarray | None = None, map_method: str = "pca", seed: int = 0,
+                     coords: np.ndarray | None = None) -> Path:
     """Write ``OUT_DIR/report-data.npz``: the 2-D map and the centres (plain arrays, no pickle).
 
     Args:
@@ -218,6 +219,8 @@ def save_report_data(out_dir: str | os.PathLike[str], X: np.ndarray, labels: np.
         labels: np.ndarray of shape (n_images,), int: their clusters.
         centers: np.ndarray of shape (k, n_features); default: each cluster's mean.
         map_method: see :func:`map_2d`.
+        coords: np.ndarray of shape (n_images, 2): the map, when already made by ``map_2d(X, map_method,
+            seed=seed)``.
     """
     X = np.asarray(X, dtype=np.float32)
     labels = np.asarray(labels)
@@ -226,7 +229,8 @@ def save_report_data(out_dir: str | os.PathLike[str], X: np.ndarray, labels: np.
         centers = np.stack([X[labels == c].mean(axis=0) if np.any(labels == c) else np.zeros(X.shape[1], np.float32)
                             for c in range(k)])
     buf = io.BytesIO()
-    np.savez_compressed(buf, coords=map_2d(X, map_method, seed=seed), labels=labels.astype(np.int32),
+    coords = map_2d(X, map_method, seed=seed) if coords is None else coords
+    np.savez_compressed(buf, coords=coords, labels=labels.astype(np.int32),
                         centers=np.asarray(centers, dtype=np.float32), map_method=np.array(map_method))
     return atomic_write_bytes(Path(out_dir) / REPORT_DATA, buf.getvalue())
 
