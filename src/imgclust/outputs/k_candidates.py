@@ -25,22 +25,30 @@ from typing import Any
 import numpy as np
 
 from .._fs import atomic_write_bytes
+from ..cluster.rows import Rows, as_rows
 
 log = logging.getLogger(__name__)
 
 K_CANDIDATES = "k-candidates.npz"
-FORMAT = 1
-_HASH_ROWS = 8192
+FORMAT = 2
 
 
-def sweep_fingerprint(X: np.ndarray, *, method: str, method_options: Mapping[str, Any], seed: int) -> str:
-    """A hash of what a sweep's labels depend on: the vectors (values, shape, dtype), method, options, seed."""
-    X = np.ascontiguousarray(X, dtype=np.float32)
+def _block_digest(start: int, block: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(block, dtype=np.float32).tobytes(), digest_size=20).digest()
+
+
+def sweep_fingerprint(X: np.ndarray | Rows, *, method: str, method_options: Mapping[str, Any], seed: int) -> str:
+    """A hash of what a sweep's labels depend on: the vectors (values, shape), method, options, seed.
+
+    The vectors are hashed block by block where they are held (:class:`~imgclust.cluster.rows.Rows`),
+    and the blocks' digests in order.
+    """
+    rows = as_rows(X)
     h = hashlib.blake2b(digest_size=20)
-    h.update(json.dumps({"format": FORMAT, "shape": list(X.shape), "method": method,
+    h.update(json.dumps({"format": FORMAT, "shape": list(rows.shape), "method": method,
                          "method_options": method_options, "seed": seed}, sort_keys=True, default=str).encode())
-    for start in range(0, len(X), _HASH_ROWS):  # in blocks: no copy of all the vectors at once
-        h.update(X[start:start + _HASH_ROWS].tobytes())
+    for digest in rows.map_blocks(_block_digest):
+        h.update(digest)
     return h.hexdigest()
 
 
