@@ -14,6 +14,11 @@ workers' resident memory seen (sampled every 0.2 s), the vectors' size, and whet
 found the same k and the same clusters (adjusted Rand index of the two assignments.csv).
 
     PYTHONPATH=src python bench/dask_scale.py [--n 500000] [--dim-side 20] [--skip-local] [--keep DIR]
+
+``--blocks`` instead times, in this process, what a worker does per block of 16,384 rows of
+1,280 values (Lite0's width) in each pass over all rows of a default run (the fingerprint, the
+search of the 20,000-row sample by the rows outside it, the cluster sums, the distances to the
+centres, the map's projection): what docs/cluster.md's 10-million-image estimate rests on.
 """
 
 from __future__ import annotations
@@ -107,7 +112,8 @@ def timed_run(args: list[str]) -> dict[str, float]:
     with tempfile.NamedTemporaryFile(suffix=".rss", delete=False) as fh:
         rss_file = fh.name
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, rss_file, *args], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, rss_file, *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     peak_workers = 0
     done = threading.Event()
 
@@ -135,6 +141,49 @@ def clusters(out: Path) -> np.ndarray:
         return np.array([int(r["cluster"]) for r in csv.DictReader(fh) if r["cluster"] != ""])
 
 
+def block_costs(seed: int = 0, k: int = 20, repeat: int = 3) -> None:
+    """Seconds per block of BLOCK_ROWS x 1,280 rows for each pass a worker runs (best of ``repeat``)."""
+    from imgclust.cluster import rows as rows_module
+    from imgclust.cluster.spectral import SAMPLE_SIZE, SampleSearch, _search_block
+    from imgclust.neighbors import unit_rows
+    from imgclust.outputs.k_candidates import _block_digest
+    from imgclust.outputs.report import _project_block
+
+    rng = np.random.default_rng(seed)
+    d, b = 1280, rows_module.BLOCK_ROWS
+    centres = rng.normal(0, 1, (k, d)).astype(np.float32)
+    sample = centres[rng.integers(0, k, SAMPLE_SIZE)] + rng.normal(0, 0.7, (SAMPLE_SIZE, d)).astype(np.float32)
+    block = centres[rng.integers(0, k, b)] + rng.normal(0, 0.7, (b, d)).astype(np.float32)
+    t0 = time.perf_counter()
+    search = SampleSearch(unit_rows(sample), None, seed, 10)
+    build = time.perf_counter() - t0
+    labels = rng.integers(0, k, b)
+    centers = centres.copy()
+    mean, axes = sample.mean(axis=0, dtype=np.float64), rng.normal(0, 1, (2, d))
+    outside = np.ones(b, dtype=bool)
+    passes = {
+        "fingerprint (hash)": lambda: _block_digest(0, block),
+        "search the sample": lambda: _search_block(0, block, outside, search),
+        "cluster sums": lambda: rows_module._sums_block(0, block, labels, k),
+        "distances": lambda: rows_module._sq_distances_block(0, block, labels, centers),
+        "map projection": lambda: _project_block(0, block, mean, axes),
+    }
+    print(f"the sample's index (client, once): {build:.2f} s; {search.info()}")
+    print(f"per block of {b:,} x {d} float32 ({b * d * 4 / 2**20:.0f} MiB), one process:")
+    total = 0.0
+    for name, fn in passes.items():
+        best = min(_timed(fn) for _ in range(repeat))
+        total += best
+        print(f"  {name:<22}{best:>8.3f} s")
+    print(f"  {'all passes':<22}{total:>8.3f} s")
+
+
+def _timed(fn: object) -> float:
+    t0 = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - t0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=500_000)
@@ -142,7 +191,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-local", action="store_true")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (reused when it holds the files)")
+    ap.add_argument("--blocks", action="store_true", help="time each pass over one block instead (no runs)")
     args = ap.parse_args()
+    if args.blocks:
+        block_costs(args.seed)
+        print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        return 0
     work = args.keep or Path(tempfile.mkdtemp(prefix="imgclust-dask-scale-"))
     images, cache = work / "images", work / "cache"
     try:
