@@ -16,15 +16,17 @@ found the same k and the same clusters (adjusted Rand index of the two assignmen
     PYTHONPATH=src python bench/dask_scale.py [--n 500000] [--dim-side 20] [--skip-local] [--keep DIR]
 
 ``--blocks`` instead times, in this process, what a worker does per block of 16,384 rows of
-1,280 values (Lite0's width) in each pass over all rows of a default run (the fingerprint, the
-search of the 20,000-row sample by the rows outside it, the cluster sums, the distances to the
-centres, the map's projection): what docs/cluster.md's 10-million-image estimate rests on.
+1,280 values (Lite0's width) in each pass over all rows of a default run (the search of the
+20,000-row sample by the rows outside it, the cluster sums, the distances to the centres, the
+map's projection, and a hash of the vectors for the fingerprint): what docs/cluster.md's
+10-million-image estimate rests on.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -146,7 +148,6 @@ def block_costs(seed: int = 0, k: int = 20, repeat: int = 3) -> None:
     from imgclust.cluster import rows as rows_module
     from imgclust.cluster.spectral import SAMPLE_SIZE, SampleSearch, _search_block
     from imgclust.neighbors import unit_rows
-    from imgclust.outputs.k_candidates import _block_digest
     from imgclust.outputs.report import _project_block
 
     rng = np.random.default_rng(seed)
@@ -162,7 +163,7 @@ def block_costs(seed: int = 0, k: int = 20, repeat: int = 3) -> None:
     mean, axes = sample.mean(axis=0, dtype=np.float64), rng.normal(0, 1, (2, d))
     outside = np.ones(b, dtype=bool)
     passes = {
-        "fingerprint (hash)": lambda: _block_digest(0, block),
+        "hash (fingerprint)": lambda: hashlib.blake2b(block.tobytes(), digest_size=20).digest(),
         "search the sample": lambda: _search_block(0, block, outside, search),
         "cluster sums": lambda: rows_module._sums_block(0, block, labels, k),
         "distances": lambda: rows_module._sq_distances_block(0, block, labels, centers),
