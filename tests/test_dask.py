@@ -7,6 +7,7 @@ unmarked tests check the messages and the store without starting any worker.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -29,7 +30,7 @@ from imgclust.store import VectorStore
 
 pytest.importorskip("distributed")
 
-from imgclust.backends.dask import DaskAssigner, DaskBackend  # noqa: E402
+from imgclust.backends.dask import DaskAssigner, DaskBackend, StoreRows  # noqa: E402
 
 # summary.json keys that say where and when a run happened, not what it found.
 RUN_SPECIFIC = ("timings", "out_dir", "backend")
@@ -153,7 +154,7 @@ def test_vectors_from_other_writers_are_seen_at_once(tmp_path: Path) -> None:
 def test_dask_assigner_same_loop_same_result(client) -> None:
     rng = np.random.default_rng(3)
     X = np.concatenate([rng.normal(c, 1.0, size=(300, 8)) for c in (0, 5, 10)]).astype(np.float32)
-    assigner = DaskAssigner(client, X, chunk_size=170)  # several chunks, the last one short
+    assigner = DaskAssigner.scatter(client, X, chunk_size=170)  # several chunks, the last one short
     try:
         idx = np.array([899, 3, 171, 170, 0, 555])
         np.testing.assert_array_equal(assigner.rows(idx), X[idx])
@@ -183,6 +184,30 @@ def test_dask_run_equals_local_run(backend, client, tmp_path: Path) -> None:
     # Nothing computed twice into the store.
     rows = part_rows(tmp_path / "cache-dask")
     assert len(rows) == len(set(rows)) == 24 == stored_rows(tmp_path / "cache-dask")
+
+
+@pytest.mark.distributed
+def test_dask_run_of_many_images_leaves_the_vectors_in_the_store(backend, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``max_client_rows`` images the vectors stay in the store and the workers search, vote, add up
+    and measure the rows outside the graph's sample: the same k, clusters, centres and map as a local run.
+    The neighbour checks (outliers) did not run, and summary.json says so."""
+    images = draw_folder(tmp_path / "images", per_class=40, size=(24, 18))
+    settings = {"features": "pixels", "seed": 5, "k": 3, "method_options": {"sample_size": 100}}
+    local = imgclust.run(images, tmp_path / "local", cache=tmp_path / "cache-local", **settings)
+    monkeypatch.setattr(backend, "max_client_rows", 50)
+    remote = imgclust.run(images, tmp_path / "dask", cache=tmp_path / "cache-dask", backend=backend, **settings)
+    assert isinstance(remote.features.X, StoreRows)
+    assert remote.clustering.info["sample_size"] == 100 and "rest_index" in remote.clustering.info
+    assert remote.summary["k"] == local.summary["k"] == 3
+    np.testing.assert_array_equal(remote.labels, local.labels)
+    np.testing.assert_allclose(remote.clustering.centers, local.clustering.centers, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(remote.clustering.distances, local.clustering.distances, rtol=1e-5, atol=1e-5)
+    with np.load(tmp_path / "local" / "report-data.npz") as a, np.load(tmp_path / "dask" / "report-data.npz") as b:
+        np.testing.assert_allclose(a["coords"], b["coords"], rtol=1e-4, atol=1e-4)
+    assert "did not run" in remote.summary["clean_not_run"] and "clean_not_run" not in local.summary
+    with open(tmp_path / "dask" / "assignments.csv", encoding="utf-8") as fh:
+        assert {r["outlier_score"] for r in csv.DictReader(fh) if r["status"] == "ok"} == {""}
 
 
 @pytest.mark.distributed

@@ -554,7 +554,7 @@ def assign(model_dir: str | os.PathLike[str], images_dir: str | os.PathLike[str]
         dups = find_duplicates(feats.usable)
     claim_out_dir(out_dir, "This folder holds the outputs of an imgclust assign.\n")
     with timer.stage("assign"):
-        result = model.assign_vectors(feats.X)
+        result = model.assign_vectors(feats.array)
     with timer.stage("evaluate"):
         labels_true = feats.labels_true
         metrics = evaluate(labels_true, result.labels) if labels_true is not None else None

@@ -232,6 +232,23 @@ class NeighborIndex:
         keep[np.arange(len(idx)), drop] = False
         return sims[keep].reshape(len(idx), m), idx[keep].reshape(len(idx), m)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A faiss index does not pickle; its serialised bytes do (the Dask backend sends indexes to workers).
+        state = dict(self.__dict__)
+        if self._index is not None:
+            import faiss
+
+            state["_index"] = faiss.serialize_index(self._index)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._index is not None:
+            import faiss
+
+            self._index = faiss.deserialize_index(self._index)
+            self._index.nprobe = self.nprobe
+
 
 def knn(Z: np.ndarray, n_neighbors: int, *, exact_below: int = EXACT_BELOW, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Every row's ``n_neighbors`` most similar other rows, by cosine similarity of unit rows.

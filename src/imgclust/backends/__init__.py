@@ -27,6 +27,7 @@ import numpy as np
 
 from ..cache import EmbeddingCache
 from ..cluster import ClusterResult
+from ..cluster.rows import Rows
 from ..config import RunConfig
 from ..errors import ParameterError
 from ..features import Extractor
@@ -53,8 +54,9 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def cluster(self, X: np.ndarray, k: int, config: RunConfig) -> ClusterResult:
-        """Cluster the rows of ``X`` (shape (n_samples, n_features)) into ``k`` groups as the config says."""
+    def cluster(self, X: np.ndarray | Rows, k: int, config: RunConfig) -> ClusterResult:
+        """Cluster the rows of ``X`` (shape (n_samples, n_features), or rows left in the store) into ``k``
+        groups as the config says."""
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description, recorded in summary.json (never changes the result)."""

@@ -5,15 +5,25 @@ the workers in shards. A worker builds the extractor once (one per worker proces
 life of the process, so the network is loaded once) and runs the same extraction loop as a local
 run on its shard, then stores the shard's vectors in the embedding store (its own append-only
 segment file per worker process, indexed in the store's SQLite index; see
-:mod:`imgclust.store.vectors`). The client then reads them from the store. **The cache folder
-must be on a filesystem that the client and every worker see under the same path** (one machine,
-or a network filesystem whose locks SQLite can use).
+:mod:`imgclust.store.vectors`). **The cache folder must be on a filesystem that the client and
+every worker see under the same path** (one machine, or a network filesystem whose locks SQLite
+can use).
+
+With at most ``max_client_rows`` usable images (20,000, the default clustering's sample size) the
+client reads every vector back from the store and the run continues as a local one. With more,
+the vectors stay in the store (:class:`StoreRows`): the client holds only where each row is, reads
+a seeded sample itself, and every pass over all rows runs on the workers, block by block, each
+worker reading its block from the store (:mod:`imgclust.cluster.rows`). For the default settings:
+automatic k and the spectral graph on the sample here; the rows outside the sample find their
+neighbours in it, and every row's cluster sum and distance to its centre, and its place on the
+report's map, on the workers. The client's memory then holds the sample and a few numbers per
+image, whatever n is.
 
 A shard that runs twice (Dask reschedules the shards of a worker that died) finds its keys
 already indexed and changes nothing: every key has one vector.
 
 k-means: the vectors are cut into the same row chunks as the local engine uses and scattered to
-the workers; each Lloyd iteration sends the centres out, every worker assigns its chunks and
+the workers (or read there from the store); each Lloyd iteration sends the centres out, every worker assigns its chunks and
 returns per-chunk labels, distances, sums and counts, and the client adds them up in chunk order.
 The loop itself is :func:`imgclust.cluster.kmeans.lloyd`, so a Dask run and a local run with the
 same seed give the same labels.
@@ -28,7 +38,8 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,16 +49,20 @@ import numpy as np
 from ..cache import EmbeddingCache, file_keys
 from ..cluster import ClusterResult, cluster, validate_k
 from ..cluster.kmeans import ArrayAssigner, fit_kmeans
+from ..cluster.rows import BlockFn, Rows
+from ..cluster.spectral import SAMPLE_SIZE
 from ..config import RunConfig
 from ..errors import CacheError, ParameterError, missing_dependency
 from ..features import Extractor, get_extractor
-from ..features.extract import Extraction, extract
+from ..features.extract import Extraction, extract, unreadable
 from ..io.discover import ImageRecord
 from ..store import VectorStore
 from . import Backend, Progress
 
 log = logging.getLogger(__name__)
 
+# Above this many usable images the vectors stay in the store and the workers process them (DaskBackend).
+MAX_CLIENT_ROWS = SAMPLE_SIZE
 # Images per shard at most: one part file of 256 x 1280 float32 = 1.3 MB for EfficientNet vectors.
 MAX_SHARD = 256
 # Row chunks for k-means: the local engine's default, so that sums are added in the same order.
@@ -124,6 +139,17 @@ def embed_shard_to_store(shard: Shard) -> ShardOutcome:
     return ShardOutcome([(r.status, r.error) for r in ex.records], len(keys))
 
 
+def read_block(folder: str, dim: int, segments: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Runs on a worker: the vectors at (segments, rows) of the embedding store in ``folder``."""
+    return worker_store(folder, dim).read_located(segments, rows)
+
+
+def run_block(folder: str, dim: int, segments: np.ndarray, rows: np.ndarray, start: int, fn: BlockFn,
+              pieces: list[np.ndarray], shared: tuple[Any, ...]) -> Any:
+    """Runs on a worker: read one block of rows from the store and call ``fn`` on it (see :class:`StoreRows`)."""
+    return fn(start, read_block(folder, dim, segments, rows), *pieces, *shared)
+
+
 def _assign_chunk(chunk: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return ArrayAssigner(chunk, chunk_size=max(1, len(chunk))).assign(centers)
 
@@ -139,16 +165,26 @@ class DaskAssigner:
 
     Args:
         client: a ``distributed.Client``.
-        X: np.ndarray of shape (n_samples, n_features), float32; cut into chunks of ``chunk_size``
-            rows and scattered to the workers once.
+        chunks: futures of the row chunks, in order, each of ``chunk_size`` rows (the last may be shorter).
+        shape: (n_samples, n_features) of all chunks together.
+
+    Use :meth:`scatter` for an array held here, or :meth:`StoreRows.assigner` for rows the workers
+    read from the embedding store.
     """
 
-    def __init__(self, client: Any, X: np.ndarray, chunk_size: int = CHUNK_ROWS) -> None:
+    def __init__(self, client: Any, chunks: list[Any], shape: tuple[int, int], chunk_size: int = CHUNK_ROWS) -> None:
         self.client = client
-        self.n_samples, self.n_features = X.shape
+        self.n_samples, self.n_features = shape
         self.chunk_size = chunk_size
         self.starts = list(range(0, self.n_samples, chunk_size))
-        self.chunks = client.scatter([np.asarray(X[s:s + chunk_size], dtype=np.float32) for s in self.starts])
+        self.chunks = chunks
+
+    @classmethod
+    def scatter(cls, client: Any, X: np.ndarray, chunk_size: int = CHUNK_ROWS) -> DaskAssigner:
+        """``X`` (n_samples, n_features), float32, cut into chunks of ``chunk_size`` rows sent to the workers once."""
+        starts = range(0, len(X), chunk_size)
+        chunks = client.scatter([np.asarray(X[s:s + chunk_size], dtype=np.float32) for s in starts])
+        return cls(client, chunks, (int(X.shape[0]), int(X.shape[1])), chunk_size)
 
     def assign(self, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         centers = np.asarray(centers, dtype=np.float32)
@@ -183,6 +219,44 @@ class DaskAssigner:
         self.client.cancel(self.chunks)
 
 
+class StoreRows(Rows):
+    """Rows that stay in the embedding store: the workers read and process them block by block.
+
+    The client holds where each row is (segment and row in the store: 16 bytes a row), reads the
+    few rows of a sample itself (the store's folder is shared), and sends :meth:`map_blocks` work to
+    the workers, each reading its block with positioned reads. Results come back in block order.
+    """
+
+    def __init__(self, backend: DaskBackend, store: VectorStore, segments: np.ndarray, rows: np.ndarray) -> None:
+        self.backend = backend
+        self.store = store
+        self.folder = str(store.folder.resolve())
+        self.n, self.dim = len(rows), store.dim
+        self.segments, self.rows = segments, rows
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        return self.store.read_located(self.segments[idx], self.rows[idx])
+
+    def map_blocks(self, fn: BlockFn, *shared: Any, split: Sequence[np.ndarray] = ()) -> Iterator[Any]:
+        client = self.backend.client
+        # Sent once to every worker, not once per block.
+        sent = client.scatter([tuple(shared)], broadcast=True, hash=False)[0]
+        pending = deque(client.submit(run_block, self.folder, self.dim, self.segments[start:stop],
+                                      self.rows[start:stop], start, fn, [a[start:stop] for a in split], sent,
+                                      pure=False)
+                        for start, stop in self.blocks())
+        while pending:  # in block order; each result is let go once taken
+            yield pending.popleft().result()
+
+    def assigner(self, chunk_size: int) -> DaskAssigner:
+        client = self.backend.client
+        starts = range(0, self.n, chunk_size)
+        chunks = [client.submit(read_block, self.folder, self.dim, self.segments[s:s + chunk_size],
+                                self.rows[s:s + chunk_size], pure=False) for s in starts]
+        return DaskAssigner(client, chunks, self.shape, chunk_size)
+
+
 def _cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -200,6 +274,10 @@ class DaskBackend(Backend):
             task thread (the network uses the cores).
         shard_size: images per task (default: enough shards for about four per worker, at most 256).
         timeout: seconds to wait for the scheduler and for a first worker.
+        max_client_rows: with at most this many usable images (default 20,000, the size of the
+            default clustering's sample), this machine reads every vector back from the store; with
+            more, the vectors stay in the store (:class:`StoreRows`): this machine reads a sample and
+            the workers process every block of rows, so its memory does not grow with the vectors.
 
     The cluster is started (or connected to) on first use and closed by :meth:`close`.
 
@@ -211,7 +289,7 @@ class DaskBackend(Backend):
     name = "dask"
 
     def __init__(self, scheduler: str | None = None, *, workers: int | None = None, shard_size: int | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, max_client_rows: int = MAX_CLIENT_ROWS) -> None:
         if importlib.util.find_spec("distributed") is None:
             raise missing_dependency("dask[distributed]", extra="dask", purpose="--backend dask")
         if scheduler is not None and workers is not None:
@@ -225,6 +303,7 @@ class DaskBackend(Backend):
         self.workers = workers
         self.shard_size = shard_size
         self.timeout = timeout
+        self.max_client_rows = max_client_rows
         self._cluster: Any = None
         self._client: Any = None
 
@@ -277,7 +356,8 @@ class DaskBackend(Backend):
     # -- seam 1: extraction -------------------------------------------------------------------
     def extract(self, records: Sequence[ImageRecord], extractor: Extractor, config: RunConfig, *,
                 cache: EmbeddingCache | None, progress: Progress | None = None) -> Extraction:
-        """Embed the files missing from ``cache`` on the workers, then read every vector from ``cache``.
+        """Embed the files missing from ``cache`` on the workers, then read every vector from ``cache``,
+        or, above ``max_client_rows`` usable images, leave them there: ``X`` is then :class:`StoreRows`.
 
         Raises:
             ParameterError: no cache (the workers need one to write into).
@@ -290,9 +370,9 @@ class DaskBackend(Backend):
         records = list(records)
         ok = [i for i, r in enumerate(records) if r.ok]
         digests = cache.digests if config.identity == "content" else None
-        # An OSError (unreadable file) is left for extract() below, which records why.
-        known = [(i, key) for i, key in zip(ok, file_keys([records[i] for i in ok], config.identity, digests),
-                                            strict=True) if isinstance(key, str)]
+        # An OSError (unreadable file) is recorded below (by extract() or _leave_in_store) as the reason.
+        keyed = list(zip(ok, file_keys([records[i] for i in ok], config.identity, digests), strict=True))
+        known = [(i, key) for i, key in keyed if isinstance(key, str)]
         n_usable = len(known)
         present = cache.contains_many([key for _, key in known])
         todo = [pair for pair, p in zip(known, present, strict=True) if not p]
@@ -305,9 +385,29 @@ class DaskBackend(Backend):
                 raise CacheError(f"The Dask workers embedded {len(lost)} images into {cache.folder}, but this "
                                  "machine cannot read them there. The cache folder must be on a filesystem "
                                  "that this machine and every worker share, under the same path (--cache DIR).")
+        if n_usable > self.max_client_rows:
+            return self._leave_in_store(records, keyed, cache, n_computed)
         ex = extract(records, extractor, cache=cache, batch_size=config.batch_size, identity=config.identity,
                      progress=progress)
         return replace(ex, n_computed=ex.n_computed + n_computed, n_cached=ex.n_cached - n_computed)
+
+    def _leave_in_store(self, records: list[ImageRecord], keyed: list[tuple[int, str | OSError]],
+                        cache: EmbeddingCache, n_computed: int) -> Extraction:
+        """Where every usable vector is in the store (:class:`StoreRows`), without reading one."""
+        known = []
+        for i, key in keyed:
+            if isinstance(key, OSError):
+                records[i] = unreadable(records[i], key)
+            else:
+                known.append((i, key))
+        keys = [key for i, key in known if records[i].ok]
+        segments, rows = cache.locate(keys)
+        if (segments < 0).any():
+            raise CacheError(f"{int((segments < 0).sum())} vectors vanished from the embedding store {cache.folder} "
+                             "during this run. Run again; they will be computed again.")
+        log.info("%d vectors stay in the store %s: the workers read them block by block", len(keys), cache.folder)
+        return Extraction(X=np.empty((0, cache.dim), dtype=np.float32), records=records, n_computed=n_computed,
+                          n_cached=len(keys) - n_computed, rows=StoreRows(self, cache, segments, rows))
 
     def _embed_on_workers(self, records: list[ImageRecord], todo: list[tuple[int, str]], extractor: Extractor,
                           config: RunConfig, cache: EmbeddingCache, n_usable: int, progress: Progress | None) -> int:
@@ -339,14 +439,17 @@ class DaskBackend(Backend):
         return n_computed
 
     # -- seam 2: k-means ----------------------------------------------------------------------
-    def cluster(self, X: np.ndarray, k: int, config: RunConfig) -> ClusterResult:
-        """k-means runs on the workers; other methods run here, on the vectors read back from the store."""
+    def cluster(self, X: np.ndarray | Rows, k: int, config: RunConfig) -> ClusterResult:
+        """k-means runs on the workers. Spectral clustering builds its graph on a sample here; with the
+        vectors left in the store (:class:`StoreRows`), the other rows find their neighbours in the
+        sample, vote and are measured on the workers (:mod:`imgclust.cluster.rows`)."""
         if config.method != "kmeans":
-            log.info("method %s runs on this machine; only kmeans runs on the Dask workers", config.method)
             return cluster(X, k, method=config.method, seed=config.seed, **config.method_options)
         k = validate_k(k, len(X))
         options = dict(config.method_options)
-        assigner = DaskAssigner(self.client, np.asarray(X, dtype=np.float32), options.get("chunk_size", CHUNK_ROWS))
+        chunk_size = options.get("chunk_size", CHUNK_ROWS)
+        assigner = (X.assigner(chunk_size) if isinstance(X, StoreRows)
+                    else DaskAssigner.scatter(self.client, np.asarray(X, dtype=np.float32), chunk_size))
         try:
             return fit_kmeans(assigner, k, seed=config.seed, **options)
         finally:

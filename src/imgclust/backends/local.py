@@ -8,6 +8,7 @@ import numpy as np
 
 from ..cache import EmbeddingCache
 from ..cluster import ClusterResult, cluster
+from ..cluster.rows import Rows
 from ..config import RunConfig
 from ..features import Extractor
 from ..features.extract import Extraction, extract
@@ -25,5 +26,5 @@ class LocalBackend(Backend):
         return extract(records, extractor, cache=cache, batch_size=config.batch_size, identity=config.identity,
                        progress=progress)
 
-    def cluster(self, X: np.ndarray, k: int, config: RunConfig) -> ClusterResult:
+    def cluster(self, X: np.ndarray | Rows, k: int, config: RunConfig) -> ClusterResult:
         return cluster(X, k, method=config.method, seed=config.seed, **config.method_options)

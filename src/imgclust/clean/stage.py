@@ -147,6 +147,8 @@ class CleanResult:
         flags: the quality flags of each image.
         near: the near-duplicate groups; outliers: the outlier scores.
         settings: the clean settings used.
+        not_run: why the checks that search the vectors' neighbours (near-duplicates by embedding,
+            outlier scores) did not run, or empty when they did (:func:`run_checks_without_vectors`).
     """
 
     stats: np.ndarray
@@ -154,12 +156,13 @@ class CleanResult:
     near: NearDuplicates
     outliers: Outliers
     settings: dict[str, Any]
+    not_run: str = ""  # why the checks that search the vectors' neighbours did not run (empty: they ran)
 
     def columns(self) -> dict[str, list[Any]]:
         """The new columns of assignments.csv (one value per usable image)."""
         return {
             "near_duplicate_group": ["" if g < 0 else int(g) for g in self.near.group],
-            "outlier_score": [f"{float(s):.4f}" for s in self.outliers.score],
+            "outlier_score": ["" if np.isnan(s) else f"{float(s):.4f}" for s in self.outliers.score],
             "outlier": [int(o) for o in self.outliers.outlier],
             "quality": quality_column(self.flags),
         }
@@ -167,7 +170,7 @@ class CleanResult:
     def summary(self) -> dict[str, Any]:
         """The counts written to summary.json."""
         counts = quality_counts(self.flags)
-        return {
+        return ({"clean_not_run": self.not_run} if self.not_run else {}) | {
             "quality_counts": counts,
             "n_quality_flagged": sum(1 for f in self.flags if f),
             "near_duplicates": {"method": self.near.method,
@@ -312,3 +315,23 @@ def _phash_groups(stats: np.ndarray, threshold: float | None, seed: int,
         sub = find_near_duplicates(H, method="phash", threshold=threshold, seed=seed, knn_result=nearest)
         group[known], similarity[known] = sub.group, sub.similarity
     return NearDuplicates(group, similarity, "phash", t)
+
+
+def run_checks_without_vectors(stats: np.ndarray, settings: dict[str, Any] | None = None, *,
+                               features: str = "efficientnet-lite0", seed: int = 0, why: str) -> CleanResult:
+    """The checks of :func:`run_checks` that need no neighbour search over the vectors.
+
+    Quality flags, and near-duplicates when their method is the perceptual hash; near-duplicate
+    groups by embedding and outlier scores are left out (no group, no score), and ``why`` says so.
+    """
+    settings = clean_settings(settings)
+    n = len(stats)
+    method = settings["near_duplicates"] = near_duplicate_method(settings["near_duplicates"], features)
+    threshold = validate_near(method, settings["near_duplicate_threshold"])
+    if method == "phash":
+        near = _phash_groups(stats, settings["near_duplicate_threshold"], seed)
+    else:
+        near = NearDuplicates(np.full(n, -1, np.int64), np.full(n, np.nan, np.float32), method, float(threshold))
+    outliers = Outliers(np.full(n, np.nan, np.float32), np.zeros(n, bool), float(settings["outlier_cutoff"]),
+                        int(settings["outlier_k"]))
+    return CleanResult(stats, quality_flags(stats), near, outliers, settings, not_run=why)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..config import DEFAULT_METHOD
 from ..errors import ParameterError
+from .rows import Rows
 
 
 @dataclass(frozen=True)
@@ -103,11 +104,11 @@ def validate_k(k: Any, n_samples: int) -> int:
     return int(k)
 
 
-def cluster(X: np.ndarray, k: int, *, method: str = DEFAULT_METHOD, seed: int = 0, **options: Any) -> ClusterResult:
+def cluster(X: np.ndarray | Rows, k: int, *, method: str = DEFAULT_METHOD, seed: int = 0, **options: Any) -> ClusterResult:
     """Cluster the rows of ``X`` into ``k`` groups with the registered ``method``.
 
     Args:
-        X: np.ndarray of shape (n_samples, n_features).
+        X: np.ndarray of shape (n_samples, n_features), or :class:`~imgclust.cluster.rows.Rows` held elsewhere.
         k: number of clusters, 1 <= k <= n_samples.
         method: a registered clusterer (see :func:`list_clusterers`); the default is that of
             ``imgclust run`` (``config.DEFAULT_METHOD``, spectral).
@@ -118,7 +119,7 @@ def cluster(X: np.ndarray, k: int, *, method: str = DEFAULT_METHOD, seed: int = 
         >>> cluster(X, 2, seed=0).sizes.tolist()
         [5, 5]
     """
-    if not isinstance(X, np.memmap):  # a memory map stays one: the methods read it in chunks
+    if not isinstance(X, np.memmap | Rows):  # a memory map or rows held elsewhere stay so: read in blocks
         X = np.asarray(X)
     if X.ndim != 2 or len(X) == 0:
         raise ParameterError(f"X must be a non-empty 2-D array; got shape {X.shape}.")

@@ -43,6 +43,7 @@ from ..errors import ParameterError
 from ..metrics import evaluate
 from .base import ClusterResult, cluster, get_clusterer
 from .kmeans import ArrayAssigner, lloyd, small_problem_threads
+from .rows import Rows, as_rows, centers_and_distances
 
 SWEEP_COLUMNS = ("k", "inertia", "silhouette", "calinski_harabasz", "davies_bouldin",
                  "accuracy_majority", "accuracy_hungarian", "nmi", "ari")
@@ -499,7 +500,7 @@ def _scores(truth: np.ndarray, labels: np.ndarray, k: int, n_labels: int) -> dic
                 accuracy_hungarian=scores["accuracy_hungarian"] if k == n_labels else None)
 
 
-def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str = DEFAULT_METHOD, seed: int = 0,
+def choose_k(X: np.ndarray | Rows, k_range: tuple[int, int] = (2, 30), *, method: str = DEFAULT_METHOD, seed: int = 0,
              progress: Progress | None = None, sample_size: int = K_SAMPLE, **method_options: Any) -> KChoice:
     """Choose k automatically over ``k_range`` and fit ``method`` at that k.
 
@@ -516,7 +517,8 @@ def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str =
         method: the registered clusterer (default: that of ``imgclust run``).
         seed: random seed.
         progress: called as ``progress("sweep", done, total)``.
-        sample_size: the sweep runs on at most this many rows (a memory-mapped X is read row by row).
+        sample_size: the sweep runs on at most this many rows (a memory-mapped X or :class:`Rows` held
+            elsewhere are read only there, then block by block by the final fit).
 
     Returns:
         :class:`KChoice` with ``k``, ``reason``, ``result``, the ``sweep`` table and ``sample_size``.
@@ -527,7 +529,7 @@ def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str =
         >>> choose_k(X, (2, 8)).k
         3
     """
-    if not isinstance(X, np.memmap):
+    if not isinstance(X, np.memmap | Rows):
         X = np.asarray(X)
     if X.ndim != 2 or len(X) == 0:
         raise ParameterError(f"X must be a non-empty 2-D array; got shape {X.shape}.")
@@ -541,10 +543,10 @@ def choose_k(X: np.ndarray, k_range: tuple[int, int] = (2, 30), *, method: str =
     n = len(X)
     if n > sample_size:
         rows = np.sort(np.random.default_rng(seed).choice(n, size=sample_size, replace=False))
-        S = ArrayAssigner(X).rows(rows)
+        S = as_rows(X).take(rows)
         hi = min(hi, sample_size - 1)
     else:
-        S = X
+        S = as_rows(X).take(np.arange(n)) if isinstance(X, Rows) else X
     sweep = sweep_k(S, range(lo, hi + 1), seed=seed, method=method, progress=progress, **method_options)
     pick = pick_k(sweep)
     reason = pick.reason
@@ -572,7 +574,7 @@ def score_sweep(sweep: Sweep, labels_true: Sequence[Any] | None) -> Sweep:
     return replace(sweep, rows=rows)
 
 
-def result_from_labels(X: np.ndarray, labels: np.ndarray, k: int, *, seed: int, method: str,
+def result_from_labels(X: np.ndarray | Rows, labels: np.ndarray, k: int, *, seed: int, method: str,
                        info: dict[str, Any] | None = None) -> ClusterResult:
     """A :class:`ClusterResult` for given labels: centres are the members' means in ``X`` (the mean of
     all of ``X`` for an empty cluster), distances and inertia measured to them.
@@ -580,22 +582,15 @@ def result_from_labels(X: np.ndarray, labels: np.ndarray, k: int, *, seed: int, 
     What spectral clustering returns for its labels; used to take a k from a sweep without fitting again.
 
     Args:
-        X: np.ndarray of shape (n_samples, n_features).
+        X: np.ndarray of shape (n_samples, n_features), or :class:`Rows` (read block by block).
         labels: np.ndarray of shape (n_samples,), int in [0, k).
     """
-    X = np.asarray(X, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (len(X),) or (len(labels) and (labels.min() < 0 or labels.max() >= k)):
         raise ParameterError(f"labels must be {len(X)} integers in [0, {k}); got shape {labels.shape}.")
-    counts = np.bincount(labels, minlength=k)
-    sums = np.zeros((k, X.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, X)
-    centers = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], X.mean(axis=0, dtype=np.float64))
-    centers = centers.astype(np.float32)
-    diff = X - centers[labels]
-    sq = np.einsum("ij,ij->i", diff, diff).astype(np.float64)
-    return ClusterResult(labels=labels, centers=centers, distances=np.sqrt(sq).astype(np.float32),
-                         inertia=float(sq.sum()), k=k, seed=seed, method=method, info=dict(info or {}))
+    centers, distances, inertia = centers_and_distances(X, labels, k)
+    return ClusterResult(labels=labels, centers=centers, distances=distances, inertia=inertia, k=k, seed=seed,
+                         method=method, info=dict(info or {}))
 
 
 def _pairwise_distances(S: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from .base import ClustererSpec, ClusterResult, register_clusterer
+from .rows import Rows
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +332,7 @@ AUTO_SUBSAMPLE_FROM = 100_000
 FAISS_POINTS_PER_CENTROID = 256
 
 
-def fit_kmeans(X: np.ndarray | Assigner, k: int, *, seed: int = 0, n_init: int | str = "auto", max_iter: int = 100,
+def fit_kmeans(X: np.ndarray | Rows | Assigner, k: int, *, seed: int = 0, n_init: int | str = "auto", max_iter: int = 100,
                tol: float = 1e-4, chunk_size: int = 32768,
                max_points_per_centroid: int | str | None = "auto") -> ClusterResult:
     """k-means on the rows of ``X`` (the original method's clusterer).
@@ -339,8 +340,8 @@ def fit_kmeans(X: np.ndarray | Assigner, k: int, *, seed: int = 0, n_init: int |
     Args:
         X: np.ndarray of shape (n_samples, n_features); a memory-mapped ``.npy`` works too
             (``np.load(path, mmap_mode="r", allow_pickle=False)``): it is read in chunks of ``chunk_size`` rows. ``X`` may
-            also be an :class:`Assigner` (e.g. vectors held by Dask workers), so every backend runs
-            this same loop.
+            also be an :class:`Assigner` (e.g. vectors held by Dask workers), or :class:`Rows` (which
+            make their own), so every backend runs this same loop.
         k: number of clusters.
         seed: random seed.
         n_init: restarts; ``"auto"`` uses 10 for small problems and fewer as n * k grows.
@@ -355,6 +356,8 @@ def fit_kmeans(X: np.ndarray | Assigner, k: int, *, seed: int = 0, n_init: int |
         >>> fit_kmeans(X, 2).sizes.tolist()
         [5, 5]
     """
+    if isinstance(X, Rows):
+        X = X.assigner(chunk_size)
     assigner: Assigner = ArrayAssigner(X, chunk_size) if isinstance(X, np.ndarray) else X
     if n_init == "auto":
         work = assigner.n_samples * k

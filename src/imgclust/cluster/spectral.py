@@ -47,7 +47,8 @@ import numpy as np
 from ..errors import ParameterError
 from ..neighbors import NeighborIndex, knn, leading_directions, unit_rows
 from .base import ClustererSpec, ClusterResult, register_clusterer
-from .kmeans import ArrayAssigner, _add_by_label, fit_kmeans
+from .kmeans import fit_kmeans
+from .rows import Rows, as_rows, centers_and_distances
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ MIN_DUPLICATE_SIMILARITY = 0.98
 _MIN_NODES = 100
 # Rows outside the sample search it with the IVF index when it has at least this many rows.
 REST_EXACT_BELOW = 5_000
-_REST_CHUNK = 16_384
+_VOTE_CHUNK = 16_384
 # ... in the sample's leading singular directions (SVD of at most REST_SVD_ROWS sample rows).
 REST_DIMS = 128
 REST_SVD_ROWS = 5_000
@@ -164,7 +165,7 @@ def spectral_embedding(Z: np.ndarray, k: int, n_neighbors: int, seed: int) -> tu
     return spectral_embedding_of(knn_graph(Z, n_neighbors), k, seed)
 
 
-def fit_spectral(X: np.ndarray, k: int, *, seed: int = 0, n_neighbors: int = DEFAULT_NEIGHBORS,
+def fit_spectral(X: np.ndarray | Rows, k: int, *, seed: int = 0, n_neighbors: int = DEFAULT_NEIGHBORS,
                  center: bool = False, sample_size: int = SAMPLE_SIZE,
                  duplicate_radius: float | None = DUPLICATE_RADIUS, connect_components: bool = False) -> ClusterResult:
     """Spectral clustering of the rows of ``X`` on their cosine k-nearest-neighbour graph.
@@ -175,7 +176,8 @@ def fit_spectral(X: np.ndarray, k: int, *, seed: int = 0, n_neighbors: int = DEF
     sample (module docstring), so the cost grows linearly with n beyond the sample.
 
     Args:
-        X: np.ndarray of shape (n_samples, n_features); a memory-mapped ``.npy`` works too (read in chunks).
+        X: np.ndarray of shape (n_samples, n_features); a memory-mapped ``.npy`` works too (read in
+            blocks), and so do :class:`~imgclust.cluster.rows.Rows` held elsewhere (only the sample is read here).
         k: number of clusters, 1 <= k <= n_samples.
         seed: random seed (the sample, the eigensolver start vector and the k-means on the embedding).
         n_neighbors: neighbours per node in the graph, capped at half the average group size
@@ -325,11 +327,7 @@ def link_components(Z: np.ndarray, W: Any, k: int) -> tuple[Any, int]:
     return W, n_before
 
 
-def _read_rows(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return ArrayAssigner(X).rows(idx) if isinstance(X, np.memmap) else np.asarray(X[idx], dtype=np.float32)
-
-
-def fit_spectral_many(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, n_neighbors: int = DEFAULT_NEIGHBORS,
+def fit_spectral_many(X: np.ndarray | Rows, ks: Sequence[int], *, seed: int = 0, n_neighbors: int = DEFAULT_NEIGHBORS,
                       center: bool = False, sample_size: int = SAMPLE_SIZE,
                       duplicate_radius: float | None = DUPLICATE_RADIUS,
                       connect_components: bool = False) -> Iterator[tuple[int, ClusterResult]]:
@@ -350,9 +348,10 @@ def fit_spectral_many(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, n_neig
         (k, :class:`ClusterResult`) for every k of ``ks``, increasing.
     """
     _check_options(n_neighbors, sample_size, duplicate_radius)
-    if not isinstance(X, np.memmap):
+    if not isinstance(X, np.memmap | Rows):
         X = np.asarray(X, dtype=np.float32)
-    n = len(X)
+    data = as_rows(X)
+    n = data.n
     ks = sorted({int(k) for k in ks})
     base_info: dict[str, Any] = {"graph": "knn-cosine", "center": bool(center), "assign": "nearest_center",
                                  "assign_space": "input", "transform": None, "sample_size": int(min(n, sample_size)),
@@ -361,12 +360,12 @@ def fit_spectral_many(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, n_neig
         for k in ks:
             labels = np.zeros(n, dtype=np.int64) if k == 1 else np.arange(n, dtype=np.int64)
             m = int(max(1, min(n_neighbors, n // (2 * k), n - 1)))
-            yield k, _result(X, labels, k, seed, {**base_info, "n_neighbors": m, "eigenvalues": []}, n_iter=0)
+            yield k, _result(data, labels, k, seed, {**base_info, "n_neighbors": m, "eigenvalues": []}, n_iter=0)
         return
 
     rng = np.random.default_rng(seed)
     sample = np.arange(n) if n <= sample_size else np.sort(rng.choice(n, size=sample_size, replace=False))
-    S = _read_rows(X, sample)
+    S = data.take(sample)
     mean = S.mean(axis=0, dtype=np.float64).astype(np.float32) if center else None
     Z = unit_rows(S - mean if mean is not None else S)
     del S
@@ -406,7 +405,7 @@ def fit_spectral_many(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, n_neig
     rest = np.setdiff1d(np.arange(n), sample) if len(sample) < n else np.empty(0, dtype=np.int64)
     rest_nb: tuple[np.ndarray, np.ndarray] | None = None
     if len(rest):
-        rest_nb, index_info = _search_rest(X, rest, Z, mean, seed, min(DEFAULT_NEIGHBORS, len(Z)))
+        rest_nb, index_info = _search_rest(data, sample, Z, mean, seed, min(DEFAULT_NEIGHBORS, len(Z)))
         base_info["rest_index"] = index_info
 
     # Neighbour count per k: more than half an average group would tie groups together (small folders).
@@ -443,7 +442,7 @@ def fit_spectral_many(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, n_neig
             else:  # at least as many clusters as distinct nodes: one node per cluster, the rest split off
                 labels = _one_node_per_cluster(group, sample, n, k, rest, rest_nb)
             info["eigenvalues"] = []
-            yield k, _result(X, labels, k, seed, info, n_iter=0)
+            yield k, _result(data, labels, k, seed, info, n_iter=0)
             continue
         W, n_comp = graph(m)
         info["graph_components"] = n_comp
@@ -472,7 +471,7 @@ def fit_spectral_many(X: np.ndarray, ks: Sequence[int], *, seed: int = 0, n_neig
         labels[sample] = emb.labels[group]
         if rest_nb is not None:
             labels[rest] = _vote(labels[sample], rest_nb, k, copy_sim)
-        yield k, _result(X, labels, k, seed, info, n_iter=emb.n_iter, history=emb.history)
+        yield k, _result(data, labels, k, seed, info, n_iter=emb.n_iter, history=emb.history)
 
 
 def _one_node_per_cluster(group: np.ndarray, sample: np.ndarray, n: int, k: int, rest: np.ndarray,
@@ -496,42 +495,58 @@ def _one_node_per_cluster(group: np.ndarray, sample: np.ndarray, n: int, k: int,
     return labels
 
 
-def _search_rest(X: np.ndarray, rest: np.ndarray, Z: np.ndarray, mean: np.ndarray | None, seed: int,
-                 m: int) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
-    """The ``m`` most similar sample rows of every row outside the sample, read in chunks.
+class SampleSearch:
+    """What a block of rows outside the sample needs to find its ``m`` most similar sample rows.
 
     The search runs on the unit rows projected onto the sample's :data:`REST_DIMS` leading singular
     directions (then normalised again): ten times fewer multiply-adds per query than 1280-d vectors,
     which is what makes a million rows affordable; the vote needs the neighbourhood, not the exact
-    order. The returned similarity of the first neighbour is recomputed in the full space, so that
-    the copy test of :func:`_vote` uses the same cosine as the graph.
+    order. The similarity of the first neighbour is recomputed in the full space, so that the copy
+    test of :func:`_vote` uses the same cosine as the graph. Picklable: the Dask backend sends it
+    to its workers once, and each searches the rows it reads.
     """
-    P: np.ndarray | None = None
-    if Z.shape[1] > REST_DIMS and len(Z) > REST_DIMS:
-        # A d x d Gram eigensolve, far cheaper than an SVD of the rows (measured 4 s against 41 s here).
-        P = leading_directions(Z, REST_DIMS, seed=seed, rows=REST_SVD_ROWS)
-    index = NeighborIndex(unit_rows(Z @ P) if P is not None else Z, seed=seed, n_neighbors=m,
-                          exact_below=REST_EXACT_BELOW)
-    sims = np.empty((len(rest), m), dtype=np.float32)
-    idx = np.empty((len(rest), m), dtype=np.int64)
-    reader = ArrayAssigner(X) if isinstance(X, np.memmap) else None
-    for start in range(0, len(rest), _REST_CHUNK):
-        rows = rest[start:start + _REST_CHUNK]
-        # The rest is sorted, so a chunk of it is read as one contiguous range of the file.
-        if reader is not None:
-            Q = reader._read(int(rows[0]), int(rows[-1]) + 1)[rows - rows[0]]
-        else:
-            Q = np.asarray(X[rows], dtype=np.float32)
-        Q = unit_rows(Q - mean if mean is not None else Q)
-        found = index.search(unit_rows(Q @ P) if P is not None else Q, m)
-        sims[start:start + len(rows)], idx[start:start + len(rows)] = found
+
+    def __init__(self, Z: np.ndarray, mean: np.ndarray | None, seed: int, m: int) -> None:
+        self.Z, self.mean, self.m = Z, mean, m
+        self.P: np.ndarray | None = None
+        if Z.shape[1] > REST_DIMS and len(Z) > REST_DIMS:
+            # A d x d Gram eigensolve, far cheaper than an SVD of the rows (measured 4 s against 41 s here).
+            self.P = leading_directions(Z, REST_DIMS, seed=seed, rows=REST_SVD_ROWS)
+        self.index = NeighborIndex(unit_rows(Z @ self.P) if self.P is not None else Z, seed=seed, n_neighbors=m,
+                                   exact_below=REST_EXACT_BELOW)
+
+    def search(self, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sims float32, idx int32) of shape (len(Q), m): the most similar sample rows of raw rows ``Q``."""
+        Q = unit_rows(Q - self.mean if self.mean is not None else Q)
+        P = self.P
+        sims, idx = self.index.search(unit_rows(Q @ P) if P is not None else Q, self.m)
         if P is not None:
-            top = found[1][:, 0]
-            sims[start:start + len(rows), 0] = np.where(top >= 0, np.einsum("ij,ij->i", Q, Z[np.maximum(top, 0)]),
-                                                        -np.inf)
-    info = {"exact": index.exact, "nlist": index.nlist, "nprobe": index.nprobe, "recall": round(index.recall, 4),
-            "n_neighbors": m, "dims": int(P.shape[1]) if P is not None else int(Z.shape[1])}
-    return (sims, idx), info
+            top = idx[:, 0]
+            sims[:, 0] = np.where(top >= 0, np.einsum("ij,ij->i", Q, self.Z[np.maximum(top, 0)]), -np.inf)
+        return sims, idx.astype(np.int32)
+
+    def info(self) -> dict[str, Any]:
+        index = self.index
+        return {"exact": index.exact, "nlist": index.nlist, "nprobe": index.nprobe, "recall": round(index.recall, 4),
+                "n_neighbors": self.m, "dims": int(self.P.shape[1]) if self.P is not None else int(self.Z.shape[1])}
+
+
+def _search_block(start: int, block: np.ndarray, outside: np.ndarray,
+                  search: SampleSearch) -> tuple[np.ndarray, np.ndarray]:
+    return search.search(block[outside])
+
+
+def _search_rest(data: Rows, sample: np.ndarray, Z: np.ndarray, mean: np.ndarray | None, seed: int,
+                 m: int) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """The ``m`` most similar sample rows of every row outside the sample (in row order), block by
+    block where the rows are held (:class:`SampleSearch`)."""
+    search = SampleSearch(Z, mean, seed, m)
+    outside = np.ones(data.n, dtype=bool)
+    outside[sample] = False
+    found = list(data.map_blocks(_search_block, search, split=(outside,)))
+    sims = np.concatenate([f[0] for f in found])
+    idx = np.concatenate([f[1] for f in found])
+    return (sims, idx), search.info()
 
 
 def _vote(sample_labels: np.ndarray, rest_nb: tuple[np.ndarray, np.ndarray], k: int,
@@ -542,8 +557,8 @@ def _vote(sample_labels: np.ndarray, rest_nb: tuple[np.ndarray, np.ndarray], k: 
     ok = idx >= 0
     lab = sample_labels[np.where(ok, idx, 0)]
     out = np.empty(len(idx), dtype=np.int64)
-    for start in range(0, len(idx), _REST_CHUNK):
-        sl = slice(start, start + _REST_CHUNK)
+    for start in range(0, len(idx), _VOTE_CHUNK):
+        sl = slice(start, start + _VOTE_CHUNK)
         w = np.where(ok[sl], np.maximum(sims[sl], 0.0) + 1e-6, 0.0)
         score = np.zeros((len(w), k), dtype=np.float64)
         np.add.at(score, (np.repeat(np.arange(len(w)), w.shape[1]), lab[sl].ravel()), w.ravel())
@@ -554,29 +569,15 @@ def _vote(sample_labels: np.ndarray, rest_nb: tuple[np.ndarray, np.ndarray], k: 
     return out
 
 
-def _result(X: np.ndarray, labels: np.ndarray, k: int, seed: int, info: dict[str, Any], *, n_iter: int,
+def _result(data: Rows, labels: np.ndarray, k: int, seed: int, info: dict[str, Any], *, n_iter: int,
             history: tuple[float, ...] = ()) -> ClusterResult:
     """Centres = member means in the input space (global mean for an empty cluster); distances to them.
 
-    Two passes over X in chunks (sums, then distances), so a memory-mapped X is never held whole.
+    Two passes over the rows, block by block where they are held (:func:`centers_and_distances`).
     """
-    n = len(X)
-    data = ArrayAssigner(X)
-    counts = np.bincount(labels, minlength=k)
-    sums = np.zeros((k, data.n_features), dtype=np.float64)
-    total = np.zeros(data.n_features, dtype=np.float64)
-    for start, chunk in data.chunks():
-        _add_by_label(sums, labels[start:start + len(chunk)], chunk)
-        total += chunk.sum(axis=0, dtype=np.float64)
-    centers = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], total / max(n, 1))
-    centers = centers.astype(np.float32)
-    sq = np.empty(n, dtype=np.float64)
-    for start, chunk in data.chunks():
-        diff = chunk - centers[labels[start:start + len(chunk)]]
-        sq[start:start + len(chunk)] = np.einsum("ij,ij->i", diff, diff)
-    return ClusterResult(labels=labels.astype(np.int64), centers=centers, distances=np.sqrt(sq).astype(np.float32),
-                         inertia=float(sq.sum()), k=k, seed=seed, method="spectral", n_iter=n_iter,
-                         history=history, info=info)
+    centers, distances, inertia = centers_and_distances(data, labels, k)
+    return ClusterResult(labels=labels.astype(np.int64), centers=centers, distances=distances, inertia=inertia, k=k,
+                         seed=seed, method="spectral", n_iter=n_iter, history=history, info=info)
 
 
 register_clusterer(ClustererSpec(

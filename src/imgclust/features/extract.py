@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from ..cache import EmbeddingCache, file_keys
 from ..io.decode import DEFAULT_MAX_PIXELS, Decoded, decode, shared_budget
 from ..io.discover import ImageRecord
 from .base import Extractor
+
+if TYPE_CHECKING:
+    from ..cluster.rows import Rows
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +107,14 @@ class Extraction:
 
     Attributes:
         X: np.ndarray of shape (n_usable, dim), float32: one row per record whose status is ok,
-            in the order of ``records``.
+            in the order of ``records`` (no rows when ``rows`` is set).
         records: every record, with the status of those that failed to decode updated.
         n_computed: vectors computed in this call; n_cached: vectors read from the cache.
         stats: np.ndarray of shape (n_usable, N_STATS), float32: the quality measurements of the images
             decoded in this call (see :mod:`imgclust.clean.quality`); NaN rows for vectors read from the
             cache (their files were not decoded). None when no backend measured them.
+        rows: the vectors left where they are, as :class:`~imgclust.cluster.rows.Rows` (a Dask run of
+            many images leaves them in the embedding store), or None when ``X`` holds them.
     """
 
     X: np.ndarray
@@ -116,10 +122,21 @@ class Extraction:
     n_computed: int = 0
     n_cached: int = 0
     stats: np.ndarray | None = None
+    rows: Rows | None = None
+
+    @property
+    def vectors(self) -> np.ndarray | Rows:
+        """``rows`` when the vectors were left where they are, else ``X``."""
+        return self.X if self.rows is None else self.rows
 
     @property
     def usable(self) -> list[ImageRecord]:
         return [r for r in self.records if r.ok]
+
+
+def unreadable(record: ImageRecord, exc: OSError) -> ImageRecord:
+    """``record`` failed: its file cannot be read (``exc`` says why)."""
+    return record.failed("unreadable", f"Cannot read the file: {exc.strerror or exc}.")
 
 
 def extract(
@@ -152,7 +169,7 @@ def extract(
     keys: dict[int, str] = {}
     for i, key in zip(todo_idx, file_keys([records[i] for i in todo_idx], identity, digests), strict=True):
         if isinstance(key, OSError):
-            records[i] = records[i].failed("unreadable", f"Cannot read the file: {key.strerror or key}.")
+            records[i] = unreadable(records[i], key)
         else:
             keys[i] = key
     todo_idx = [i for i in todo_idx if i in keys]

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .._fs import atomic_write_bytes, atomic_write_text
+from ..cluster.rows import Rows, as_rows, centers_and_distances
 from ..edits import load as load_edited
 from ..edits import summary_entry
 from ..errors import InputError, OutputError, ParameterError, missing_dependency
@@ -55,6 +56,9 @@ THUMB_SIDE = 112  # longest side of a thumbnail, in pixels
 MAX_PER_CLUSTER = 30  # thumbnails per cluster (nearest the centre, then the farthest)
 MAX_THUMBS = 1200  # thumbnails in the whole page: bounds its size whatever the number of images and k
 MAX_FAILED_LISTED = 1000
+# Above this many images, the map's axes and the cluster names come from a seeded sample of this many
+# (the same size as the default clustering's graph sample): every image still gets its place on the map.
+SAMPLE_ROWS = 20_000
 
 
 # --- suggested names -------------------------------------------------------------------------------
@@ -127,14 +131,22 @@ def name_clusters(logits: np.ndarray, labels: np.ndarray, k: int, class_names: S
     return names
 
 
-def suggest_names(extractor: Extractor, X: np.ndarray, labels: np.ndarray, k: int) -> dict[str, Any]:
+def suggest_names(extractor: Extractor, X: np.ndarray | Rows, labels: np.ndarray, k: int, *,
+                  seed: int = 0) -> dict[str, Any]:
     """Suggested cluster names as summary.json entries; empty for extractors without an ImageNet head.
+
+    Above :data:`SAMPLE_ROWS` images the shares are those of a seeded sample of that many.
 
     Returns:
         ``{"cluster_names": {"0": "tabby / Egyptian cat", ...}, "cluster_name_shares": {"0": 0.71, ...}}``
         or ``{}`` when ``extractor.imagenet_logits`` returns None (e.g. raw pixels).
     """
-    logits = extractor.imagenet_logits(X)
+    labels = np.asarray(labels)
+    idx = _sample_rows(len(X), seed)
+    if idx is not None:
+        labels = labels[idx]
+    S = as_rows(X).take(idx if idx is not None else np.arange(len(X))) if isinstance(X, Rows) or idx is not None else X
+    logits = extractor.imagenet_logits(S)
     if logits is None:
         return {}
     names = name_clusters(logits, labels, k, imagenet_class_names())
@@ -142,13 +154,20 @@ def suggest_names(extractor: Extractor, X: np.ndarray, labels: np.ndarray, k: in
             "cluster_name_shares": {str(c): round(n.share, 4) for c, n in names.items()}}
 
 
+def _sample_rows(n: int, seed: int) -> np.ndarray | None:
+    """The sorted seeded sample of :data:`SAMPLE_ROWS` of ``n`` rows, or None when ``n`` is not above it."""
+    if n <= SAMPLE_ROWS:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=SAMPLE_ROWS, replace=False))
+
+
 # --- data saved for the report ------------------------------------------------------------------
 
-def map_2d(X: np.ndarray, method: str = "pca", *, seed: int = 0) -> np.ndarray:
+def map_2d(X: np.ndarray | Rows, method: str = "pca", *, seed: int = 0) -> np.ndarray:
     """2-D coordinates of the rows of ``X`` for the cluster map.
 
     Args:
-        X: np.ndarray of shape (n_images, n_features).
+        X: np.ndarray of shape (n_images, n_features), or :class:`Rows` (``pca`` only).
         method: ``pca`` (default, fast), ``tsne`` (scikit-learn) or ``umap`` (needs umap-learn).
         seed: random seed of t-SNE / UMAP / randomized PCA.
 
@@ -157,14 +176,16 @@ def map_2d(X: np.ndarray, method: str = "pca", *, seed: int = 0) -> np.ndarray:
     """
     if method not in MAP_METHODS:
         raise ParameterError(f"The map method must be one of {', '.join(MAP_METHODS)}; got '{method}'.")
-    X = np.asarray(X, dtype=np.float32)
     n, d = X.shape
+    if method == "pca" and n >= 3 and d >= 2:
+        return pca_2d(X, seed=seed)
+    if isinstance(X, Rows):
+        raise ParameterError(f"The {MAP_TITLES[method]} map needs every vector in memory; use the PCA map.")
+    X = np.asarray(X, dtype=np.float32)
     if n < 3 or d < 2:  # nothing to project: put the points on a line
         out = np.zeros((n, 2), dtype=np.float32)
         out[:, : min(d, 2)] = X[:, : min(d, 2)]
         return out
-    if method == "pca":
-        return pca_2d(X, seed=seed)
     if method == "tsne":
         from sklearn.manifold import TSNE
 
@@ -177,57 +198,67 @@ def map_2d(X: np.ndarray, method: str = "pca", *, seed: int = 0) -> np.ndarray:
     return np.asarray(umap.UMAP(n_components=2, random_state=seed).fit_transform(X), dtype=np.float32)
 
 
-def pca_2d(X: np.ndarray, *, seed: int = 0, n_oversample: int = 10, n_iter: int = 4) -> np.ndarray:
+def pca_2d(X: np.ndarray | Rows, *, seed: int = 0, n_oversample: int = 10, n_iter: int = 4) -> np.ndarray:
     """The rows of ``X`` projected on their first two principal components (randomised SVD, Halko et al.).
 
     The same projection as scikit-learn's ``PCA(2)`` up to the sign of each axis (the tests compare
     them), without importing scikit-learn (over a second, more than a cached rerun takes otherwise).
-    ``X`` is never centred in a copy: the mean is subtracted inside each product.
+    ``X`` is never centred in a copy: the mean is subtracted inside each product. Above
+    :data:`SAMPLE_ROWS` rows the axes are those of a seeded sample of that many; every row is then
+    projected, block by block where the rows are held (:class:`Rows`).
 
     Returns:
         np.ndarray of shape (n_images, 2), float32; the largest loading of each axis is positive.
     """
-    X = np.asarray(X, dtype=np.float32)
-    mean = X.mean(axis=0, dtype=np.float64)
-    width = min(2 + n_oversample, *X.shape)
+    idx = _sample_rows(len(X), seed)
+    if isinstance(X, Rows) or idx is not None:
+        S = as_rows(X).take(idx if idx is not None else np.arange(len(X)))
+    else:
+        S = np.asarray(X, dtype=np.float32)
+    mean = S.mean(axis=0, dtype=np.float64)
+    width = min(2 + n_oversample, *S.shape)
 
-    def right(B: np.ndarray) -> np.ndarray:  # (X - mean) @ B
-        return X @ B.astype(np.float32) - mean @ B
+    def right(B: np.ndarray) -> np.ndarray:  # (S - mean) @ B
+        return S @ B.astype(np.float32) - mean @ B
 
-    def left(B: np.ndarray) -> np.ndarray:  # (X - mean).T @ B
-        return X.T @ B.astype(np.float32) - np.outer(mean, B.sum(axis=0))
+    def left(B: np.ndarray) -> np.ndarray:  # (S - mean).T @ B
+        return S.T @ B.astype(np.float32) - np.outer(mean, B.sum(axis=0))
 
     rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(right(rng.standard_normal((X.shape[1], width))))
+    Q, _ = np.linalg.qr(right(rng.standard_normal((S.shape[1], width))))
     for _ in range(n_iter):
         Q, _ = np.linalg.qr(right(np.linalg.qr(left(Q))[0]))
     _, _, Vt = np.linalg.svd(left(Q).T, full_matrices=False)
     axes = Vt[:2]
     axes *= np.sign(axes[np.arange(len(axes)), np.argmax(np.abs(axes), axis=1)])[:, None]
-    out = np.zeros((len(X), 2), dtype=np.float32)
-    out[:, : len(axes)] = right(axes.T)
+    if idx is None and not isinstance(X, Rows):  # S is all of X
+        return _project_block(0, S, mean, axes)
+    return np.concatenate(list(as_rows(X).map_blocks(_project_block, mean, axes)))
+
+
+def _project_block(start: int, block: np.ndarray, mean: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(block), 2), dtype=np.float32)
+    out[:, : len(axes)] = block @ axes.T.astype(np.float32) - mean @ axes.T
     return out
 
 
-def save_report_data(out_dir: str | os.PathLike[str], X: np.ndarray, labels: np.ndarray, *,
+def save_report_data(out_dir: str | os.PathLike[str], X: np.ndarray | Rows, labels: np.ndarray, *,
                      centers: np.ndarray | None = None, map_method: str = "pca", seed: int = 0,
                      coords: np.ndarray | None = None) -> Path:
     """Write ``OUT_DIR/report-data.npz``: the 2-D map and the centres (plain arrays, no pickle).
 
     Args:
-        X: np.ndarray of shape (n_images, n_features): the clustered vectors, in assignments.csv order.
+        X: np.ndarray of shape (n_images, n_features): the clustered vectors, in assignments.csv order
+            (or :class:`Rows`, read block by block).
         labels: np.ndarray of shape (n_images,), int: their clusters.
         centers: np.ndarray of shape (k, n_features); default: each cluster's mean.
         map_method: see :func:`map_2d`.
         coords: np.ndarray of shape (n_images, 2): the map, when already made by ``map_2d(X, map_method,
             seed=seed)``.
     """
-    X = np.asarray(X, dtype=np.float32)
     labels = np.asarray(labels)
     if centers is None:
-        k = int(labels.max()) + 1
-        centers = np.stack([X[labels == c].mean(axis=0) if np.any(labels == c) else np.zeros(X.shape[1], np.float32)
-                            for c in range(k)])
+        centers = centers_and_distances(X, labels, int(labels.max()) + 1)[0]
     buf = io.BytesIO()
     coords = map_2d(X, map_method, seed=seed) if coords is None else coords
     np.savez_compressed(buf, coords=coords, labels=labels.astype(np.int32),

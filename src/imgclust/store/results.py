@@ -40,6 +40,7 @@ import numpy as np
 
 from .. import __version__
 from .._fs import atomic_write_bytes
+from ..cluster.rows import Rows
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +51,25 @@ MAX_BYTES = 1 << 30  # at most 1 GiB in all (the entries of a run over 200,000 s
 STALE_TMP_SECONDS = 86400  # a temporary file this old is a killed write's, never one in progress
 
 
-def vectors_id(cache_id: str, keys: Sequence[str] | None = None, X: np.ndarray | None = None) -> str:
+def vectors_id(cache_id: str, keys: Sequence[str] | None = None, X: np.ndarray | Rows | None = None) -> str:
     """The identity of a run's vectors, in order: cheap to compute, and changes whenever one of them would.
 
     Args:
         cache_id: the extractor's :meth:`~imgclust.features.Extractor.cache_id`.
         keys: the embedding store's key of each vector (a file's stat identity or content digest), in the
             order of the rows; or None, then the bytes of ``X`` are hashed instead.
-        X: np.ndarray of shape (n, dim): the vectors (only read without ``keys``).
+        X: np.ndarray of shape (n, dim), or :class:`~imgclust.cluster.rows.Rows` held elsewhere: the vectors
+            (only read without ``keys``, block by block where they are held).
     """
     h = hashlib.blake2b(digest_size=20)
     h.update(cache_id.encode() + b"\0")
     if keys is not None:
         h.update(f"keys {len(keys)}\0".encode())
         h.update("\0".join(keys).encode("utf-8", "surrogateescape"))
+    elif isinstance(X, Rows):  # held elsewhere: each block hashed where it is held
+        h.update(f"rows {X.shape}\0".encode())
+        for digest in X.map_blocks(_block_digest):
+            h.update(digest)
     elif X is not None:
         X = np.ascontiguousarray(X)
         h.update(f"vectors {X.shape} {X.dtype}\0".encode())
@@ -72,6 +78,10 @@ def vectors_id(cache_id: str, keys: Sequence[str] | None = None, X: np.ndarray |
     else:
         raise ValueError("vectors_id needs keys or X")
     return h.hexdigest()
+
+
+def _block_digest(start: int, block: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(block, dtype=np.float32).tobytes(), digest_size=20).digest()
 
 
 def results_key(vectors: str, **settings: Any) -> str:
