@@ -16,7 +16,7 @@ from imgclust.cluster.kmeans import ArrayAssigner, Assigner
 from imgclust.cluster.rows import ArrayRows, Rows, as_rows, centers_and_distances
 from imgclust.neighbors import NeighborIndex, unit_rows
 from imgclust.outputs import report
-from imgclust.outputs.k_candidates import sweep_fingerprint
+from imgclust.store.results import vectors_id
 
 
 class ElsewhereRows(Rows):
@@ -112,9 +112,9 @@ def test_map_and_fingerprint_of_rows(small_blocks: None, monkeypatch: pytest.Mon
     rows = ElsewhereRows(X)
     np.testing.assert_array_equal(report.pca_2d(rows, seed=1), report.pca_2d(X, seed=1))
     assert rows.taken == 150  # the axes from a sample; every row projected where it is
-    options: dict[str, Any] = {"method": "spectral", "method_options": {}, "seed": 0}
-    assert sweep_fingerprint(rows, **options) == sweep_fingerprint(X, **options)
-    assert sweep_fingerprint(X[:-1], **options) != sweep_fingerprint(X, **options)
+    # Vectors held elsewhere (no file keys) are hashed block by block where they are held.
+    assert vectors_id("c", X=rows) == vectors_id("c", X=ArrayRows(X))
+    assert vectors_id("c", X=ArrayRows(X[:-1])) != vectors_id("c", X=ArrayRows(X))
 
 
 def test_neighbor_index_pickles_with_its_faiss_index() -> None:
