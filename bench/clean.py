@@ -221,7 +221,8 @@ def row(name: str, p: float, r: float, nf: int, nt: int, note: str = "") -> str:
     return f"  {name:34s} precision {p:5.3f}  recall {r:5.3f}  (found {nf}, planted {nt}){note}"
 
 
-def run_imgclust(folder: Path, work: Path, extra: dict[str, object]) -> dict[str, object]:
+def run_imgclust(folder: Path, work: Path, extra: dict[str, object], *, features: str = "efficientnet-lite0",
+                 precision: str | None = None, cache: Path | None = None) -> dict[str, object]:
     import imgclust
     import imgclust.features.extract as fx
 
@@ -241,8 +242,11 @@ def run_imgclust(folder: Path, work: Path, extra: dict[str, object]) -> dict[str
     fx._quality_stats = timed  # type: ignore[assignment]
     try:
         t0, c0 = time.perf_counter(), time.process_time()
-        res = imgclust.run(folder, work / "out", features="efficientnet-lite0", k=10, labels="none",
-                           cache=work / "cache", **extra)  # type: ignore[arg-type]
+        options = {"precision": precision} if precision else {}
+        # A shared cache is keyed by content: the base photos' vectors are then reused across seeds.
+        res = imgclust.run(folder, work / "out", features=features, feature_options=options, k=10, labels="none",
+                           cache=cache or work / "cache", identity="content" if cache else "stat",
+                           **extra)  # type: ignore[arg-type]
         total, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         fx._quality_stats = measure  # type: ignore[assignment]
@@ -322,6 +326,27 @@ def run_peers(python: str, folder: Path, truth: dict[str, object]) -> None:
             print(row("near-duplicates", *pr(pair_set(groups), true_pairs)))
 
 
+def print_errors(res: object, truth: dict[str, object], found: set[frozenset[str]], cache: Path) -> None:
+    """The wrong and the missed near-duplicate pairs, with their cosine and pixel similarity."""
+    from imgclust.clean.neardup import pixel_similarity
+    from imgclust.clean.quality import thumbnails
+    from imgclust.neighbors import unit_rows
+    from imgclust.pipeline import clean_checks
+
+    feats = res.features  # type: ignore[attr-defined]
+    index = {r.relpath: i for i, r in enumerate(feats.usable)}
+    Z = unit_rows(feats.X)
+    T = thumbnails(clean_checks(feats, res.config, cache).stats)  # type: ignore[attr-defined]
+    planted = {frozenset(p[:2]): p[2] for p in truth["pairs"]}  # type: ignore[index]
+    for title, pairs in (("found, not planted", found - set(planted)), ("planted, missed", set(planted) - found)):
+        print(f"    near-duplicate pairs {title}: {len(pairs)}")
+        for pair in sorted(pairs, key=sorted):
+            a, b = sorted(pair)
+            i, j = index[a], index[b]
+            print(f"      {a}  {b}  cos {float(Z[i] @ Z[j]):.3f}  pixels {float(pixel_similarity(T[[i]], T[[j]])[0]):.3f}"
+                  f"{'  (' + planted[pair] + ')' if pair in planted else ''}")
+
+
 def threshold_table(res: object, truth: dict[str, object]) -> None:
     """Cosines of the planted pairs against each image's nearest non-duplicate: where a threshold can go."""
     from imgclust.neighbors import knn, unit_rows
@@ -356,6 +381,12 @@ def main() -> None:
     ap.add_argument("--thresholds", action="store_true", help="Print the cosines the default threshold was chosen on.")
     ap.add_argument("--keep", action="store_true", help="Keep the folder and the run (for a look); say where.")
     ap.add_argument("--phash", action="store_true", help="Also rerun with --near-duplicates phash (cached vectors).")
+    ap.add_argument("--features", default="efficientnet-lite0", help="The run's features (default efficientnet-lite0).")
+    ap.add_argument("--precision", choices=("fp32", "int8"), default=None, help="Network precision (efficientnet-lite).")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="An embedding cache to reuse (keyed by content, so the base photos' vectors serve every "
+                         "seed); the run's time then does not include the extraction. Default: a fresh one.")
+    ap.add_argument("--errors", action="store_true", help="List the near-duplicate pairs found wrongly or missed.")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="imgclust-bench-clean-"))
     truth: dict[str, object] = {}
@@ -366,7 +397,10 @@ def main() -> None:
         print(f"Folder: {n_files} images ({args.n_base} base photos, {args.n_dups} planted near-duplicates, "
               f"{args.n_problem} of each of {len(PROBLEMS)} planted problems, {len(truth['outliers'])} off-topic "
               f"pictures); seed {args.seed} (the thresholds were chosen on seed 0)")
-        r = run_imgclust(folder, work, {})
+        net = {"features": args.features, "precision": args.precision, "cache": args.cache}
+        print(f"Features: {args.features}{' ' + args.precision if args.precision else ''}"
+              f"{f', cache {args.cache} (the extraction time is not a fresh one)' if args.cache else ''}")
+        r = run_imgclust(folder, work, {}, **net)  # type: ignore[arg-type]
         res = r["result"]
         t = res.summary["timings"]  # type: ignore[attr-defined]
         clean_s = t["clean"]
@@ -390,11 +424,13 @@ def main() -> None:
         for kind in DUP_KINDS:
             kind_pairs = {frozenset(p[:2]) for p in truth["pairs"] if p[2] == kind}  # type: ignore[index]
             print(f"    recall of copies made by {kind}: {len(kind_pairs & found_pairs) / len(kind_pairs):.3f}")
+        if args.errors:
+            print_errors(res, truth, found_pairs, args.cache or work / "cache")
         if args.thresholds:
             threshold_table(res, truth)
         if args.phash:
             shutil.rmtree(work / "out")
-            r2 = run_imgclust(folder, work, {"clean_options": {"near_duplicates": "phash"}})
+            r2 = run_imgclust(folder, work, {"clean_options": {"near_duplicates": "phash"}}, **net)  # type: ignore[arg-type]
             found2 = imgclust_checks(r2["result"], truth)["near-duplicates"]
             print(row("imgclust near-duplicates by phash", *pr(*found2)))
             for kind in DUP_KINDS:

@@ -30,10 +30,10 @@ from .quality import (
     STATS_VERSION,
     hash_bits,
     image_stats,
-    layout_rows,
     quality_column,
     quality_counts,
     quality_flags,
+    thumbnails,
 )
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def run_checks(X: np.ndarray, stats: np.ndarray, settings: dict[str, Any] | None
             keep = ~low[:, None] & ~low[np.clip(idx, 0, None)] & (idx >= 0)
             pairs = (np.where(keep, sims, -np.inf).astype(np.float32), idx)
         near = find_near_duplicates(X, method=method, threshold=threshold, seed=seed, knn_result=pairs,
-                                    layout=layout_rows(stats))
+                                    thumbs=thumbnails(stats))
     # Outliers on the centred vectors (see imgclust.clean.outliers).
     if m_out < 1:
         centred = empty
