@@ -170,6 +170,7 @@ class NeighborIndex:
         n_train = min(n, _TRAIN_PER_LIST * self.nlist)
         train = self.Z if n_train == n else self.Z[np.sort(rng.choice(n, size=n_train, replace=False))]
         quantizer = faiss.IndexFlatIP(d)
+        index: Any
         if self.half_precision:  # half the bytes to scan per list: about twice as fast (see knn)
             index = faiss.IndexIVFScalarQuantizer(quantizer, d, self.nlist, faiss.ScalarQuantizer.QT_fp16,
                                                   faiss.METRIC_INNER_PRODUCT)
