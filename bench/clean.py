@@ -16,8 +16,16 @@ run, and the same for cleanvision and imagededup when a Python with them is give
 /tmp/peers/bin/python``; they are never installed into imgclust's environment). The folder is
 deleted afterwards.
 
+``--scale N`` measures the cost instead, on N synthetic rows (no images): ``noise`` (768 values,
+five colours plus noise, like the pixels of bench/store.py's drawn folder; near-duplicates by
+perceptual hash) or ``clustered`` (1280 values, a mixture of many groups whose nearest-neighbour
+cosines are spread like EfficientNet vectors'; near-duplicates by embedding, so the pixel check
+runs), with 1% of the rows planted as near-copies of others; it prints the time of the clean checks
+and of their neighbour search, and the precision and recall of the planted copies.
+
 Usage:
     python bench/clean.py [--n-base 600] [--seed 1] [--peers /tmp/peers/bin/python] [--thresholds] [--phash]
+    python bench/clean.py --scale 200000 [--kind noise|clustered]
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -371,6 +380,64 @@ def threshold_table(res: object, truth: dict[str, object]) -> None:
               f"99% {np.percentile(other, 99):.3f}, 99.9% {np.percentile(other, 99.9):.3f}, max {np.max(other):.3f}")
 
 
+def synthetic(n: int, kind: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """``n`` rows of vectors and quality measurements, 1% of them near-copies of other rows."""
+    from imgclust.clean.quality import N_STATS, STATS, THUMB_SIDE
+
+    rng = np.random.default_rng(seed)
+    dim = 768 if kind == "noise" else 1280
+    X = np.empty((n, dim), np.float32)
+    if kind == "noise":
+        colours = np.array([(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 220, 40), (160, 40, 200)], np.float32)
+    else:
+        basis = rng.normal(size=(256, dim)).astype(np.float32)
+        centres = rng.normal(size=(n // 50, 256)).astype(np.float32)
+    for lo in range(0, n, 10_000):
+        hi = min(n, lo + 10_000)
+        if kind == "noise":
+            c = np.arange(lo, hi) % len(colours)
+            X[lo:hi] = (np.repeat(colours[c], dim // 3, axis=1) + rng.uniform(-28, 28, (hi - lo, dim))) / 255
+        else:  # positive, like pooled activations; a group's members share most of their direction
+            Y = centres[rng.integers(0, len(centres), hi - lo)] + 0.75 * rng.normal(size=(hi - lo, 256))
+            X[lo:hi] = np.maximum(Y @ basis / 16 + 0.6, 0)
+    S = np.zeros((n, N_STATS), np.float32)
+    S[:, :9] = (160, 120, 120, 40, 200, 40, 7, 1, 40)  # an ordinary photo: no quality flag
+    S[:, 9:13] = rng.integers(0, 1 << 16, (n, 4))
+    thumbs = rng.uniform(0, 255, (n, THUMB_SIDE, THUMB_SIDE)).astype(np.float32)
+    for _ in range(2):  # smooth, so the thumbnails have edges like photos'
+        thumbs = (thumbs + np.roll(thumbs, 1, 1) + np.roll(thumbs, 1, 2)) / 3
+    S[:, len(STATS):] = thumbs.reshape(n, -1)
+    copies = rng.choice(n, size=2 * (n // 100), replace=False)
+    pairs = list(zip(copies[::2].tolist(), copies[1::2].tolist(), strict=True))
+    for a, b in pairs:  # b becomes a near-copy of a: its vector, its hash (2 bits off), its thumbnail (noisier)
+        X[b] = X[a] + rng.normal(0, 0.1 * float(X[a].std()), dim)
+        S[b, 9:13] = S[a, 9:13]
+        S[b, 9] = int(S[b, 9]) ^ 0b101
+        S[b, len(STATS):] = S[a, len(STATS):] + rng.normal(0, 4, THUMB_SIDE * THUMB_SIDE)
+    return X, S, pairs
+
+
+def bench_scale(n: int, kind: str) -> None:
+    from imgclust.clean.stage import centred_neighbours, run_checks
+
+    X, S, planted = synthetic(n, kind)
+    features = "pixels" if kind == "noise" else "efficientnet-lite0"
+    print(f"{n:,} synthetic rows ({kind}, {X.shape[1]} values, features {features}), {len(planted):,} planted near-copies")
+    t0 = time.perf_counter()
+    searched = centred_neighbours(X, 10)
+    t_search = time.perf_counter() - t0
+    cos = searched.raw_cosines(10)[0]
+    t0 = time.perf_counter()
+    res = run_checks(X, S, {}, features=features)
+    total = time.perf_counter() - t0
+    groups = res.near.groups
+    found = {frozenset(p) for g in groups for p in itertools.combinations(g, 2)}
+    print(f"  clean checks: {total:.1f} s, of which the neighbour search {t_search:.1f} s (measured alone); "
+          f"neighbour pairs with a cosine >= 0.70 (compared pixel by pixel with embedding): {(cos >= 0.70).sum():,}")
+    print(row("  planted near-copies", *pr(found, {frozenset(p) for p in planted})))
+    print(f"  outliers: {res.outliers.n_outliers:,}; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-base", type=int, default=600)
@@ -387,7 +454,12 @@ def main() -> None:
                     help="An embedding cache to reuse (keyed by content, so the base photos' vectors serve every "
                          "seed); the run's time then does not include the extraction. Default: a fresh one.")
     ap.add_argument("--errors", action="store_true", help="List the near-duplicate pairs found wrongly or missed.")
+    ap.add_argument("--scale", type=int, default=None, help="Measure the cost on this many synthetic rows instead.")
+    ap.add_argument("--kind", choices=("noise", "clustered"), default="noise", help="The synthetic rows of --scale.")
     args = ap.parse_args()
+    if args.scale:
+        bench_scale(args.scale, args.kind)
+        return
     work = Path(tempfile.mkdtemp(prefix="imgclust-bench-clean-"))
     truth: dict[str, object] = {}
     try:
