@@ -6,7 +6,7 @@ nearest neighbours are ever compared).
 
 ``method="embedding"`` (default): the network first: a pair is a candidate when the cosine ``cos``
 of the two images' vectors is at least :data:`MIN_COSINE` (survives resizing, re-encoding, small
-crops and brightness changes). The network also finds two photos of the same kind of scene alike
+crops and brightness changes), among the :data:`PIXEL_CHECKS` nearest neighbours of one of them. The network also finds two photos of the same kind of scene alike
 (two close-ups of golf balls), so each candidate pair is then compared pixel by pixel: ``pix`` is
 the correlation of the edges (grey-level gradients) of the two images' 16x16 thumbnails (taken
 while decoding), at the best of a few crops of either one (each side cut by 0-15%, the cut taken
