@@ -390,3 +390,19 @@ def test_a_large_run_shares_one_neighbour_search_and_finds_the_same(monkeypatch,
     assert np.array_equal(shared.near.group, alone.near.group) and [3, 7, 20] in shared.near.groups
     np.testing.assert_allclose(shared.outliers.score, alone.outliers.score, rtol=1e-5)
     assert np.array_equal(shared.outliers.outlier, alone.outliers.outlier)
+
+
+def test_one_centred_search_gives_the_cosines_of_the_vectors_too() -> None:
+    from imgclust.clean.stage import centred_neighbours
+    from imgclust.neighbors import knn, unit_rows
+
+    rng = np.random.default_rng(5)
+    X = np.abs(rng.normal(size=(60, 12))).astype(np.float32) + 0.5  # all positive, like a network's
+    searched = centred_neighbours(X, 8)
+    expected = knn(unit_rows(X - X.mean(axis=0)), 8)
+    np.testing.assert_array_equal(searched.idx, expected[1])
+    sims, idx = searched.raw_cosines(3)
+    Z = unit_rows(X)
+    np.testing.assert_allclose(sims, np.einsum("nd,nmd->nm", Z, Z[idx]), atol=1e-5)
+    assert np.all(np.diff(sims, axis=1) <= 1e-7)  # most similar first
+    assert set(idx[0].tolist()) <= set(searched.idx[0].tolist())  # from the same search
