@@ -16,8 +16,16 @@ run, and the same for cleanvision and imagededup when a Python with them is give
 /tmp/peers/bin/python``; they are never installed into imgclust's environment). The folder is
 deleted afterwards.
 
+``--scale N`` measures the cost instead, on N synthetic rows (no images): ``noise`` (768 values,
+five colours plus noise, like the pixels of bench/store.py's drawn folder; near-duplicates by
+perceptual hash) or ``clustered`` (1280 values, a mixture of many groups whose nearest-neighbour
+cosines are spread like EfficientNet vectors'; near-duplicates by embedding, so the pixel check
+runs), with 1% of the rows planted as near-copies of others; it prints the time of the clean checks
+and of their neighbour search, and the precision and recall of the planted copies.
+
 Usage:
     python bench/clean.py [--n-base 600] [--seed 1] [--peers /tmp/peers/bin/python] [--thresholds] [--phash]
+    python bench/clean.py --scale 200000 [--kind noise|clustered]
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -38,7 +47,6 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 DATASETS = Path(__file__).resolve().parents[1].parent.parent / "shared" / "datasets"
-FEATURES = ["efficientnet-lite0"]  # --features
 SOURCES = ("dogs-vs-cats-1000", "imagenette-val-3000")
 DUP_KINDS = ("resize", "jpeg", "crop", "brightness", "all")
 PROBLEMS = ("blurry", "dark", "bright", "low_information", "small", "grayscale", "odd_aspect")
@@ -222,7 +230,8 @@ def row(name: str, p: float, r: float, nf: int, nt: int, note: str = "") -> str:
     return f"  {name:34s} precision {p:5.3f}  recall {r:5.3f}  (found {nf}, planted {nt}){note}"
 
 
-def run_imgclust(folder: Path, work: Path, extra: dict[str, object]) -> dict[str, object]:
+def run_imgclust(folder: Path, work: Path, extra: dict[str, object], *, features: str = "efficientnet-lite0",
+                 precision: str | None = None, cache: Path | None = None) -> dict[str, object]:
     import imgclust
     import imgclust.features.extract as fx
 
@@ -242,8 +251,11 @@ def run_imgclust(folder: Path, work: Path, extra: dict[str, object]) -> dict[str
     fx._quality_stats = timed  # type: ignore[assignment]
     try:
         t0, c0 = time.perf_counter(), time.process_time()
-        res = imgclust.run(folder, work / "out", features=FEATURES[0], k=10, labels="none",
-                           cache=work / "cache", **extra)  # type: ignore[arg-type]
+        options = {"precision": precision} if precision else {}
+        # A shared cache is keyed by content: the base photos' vectors are then reused across seeds.
+        res = imgclust.run(folder, work / "out", features=features, feature_options=options, k=10, labels="none",
+                           cache=cache or work / "cache", identity="content" if cache else "stat",
+                           **extra)  # type: ignore[arg-type]
         total, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         fx._quality_stats = measure  # type: ignore[assignment]
@@ -323,6 +335,27 @@ def run_peers(python: str, folder: Path, truth: dict[str, object]) -> None:
             print(row("near-duplicates", *pr(pair_set(groups), true_pairs)))
 
 
+def print_errors(res: object, truth: dict[str, object], found: set[frozenset[str]], cache: Path) -> None:
+    """The wrong and the missed near-duplicate pairs, with their cosine and pixel similarity."""
+    from imgclust.clean.neardup import pixel_similarity
+    from imgclust.clean.quality import thumbnails
+    from imgclust.neighbors import unit_rows
+    from imgclust.pipeline import clean_checks
+
+    feats = res.features  # type: ignore[attr-defined]
+    index = {r.relpath: i for i, r in enumerate(feats.usable)}
+    Z = unit_rows(feats.X)
+    T = thumbnails(clean_checks(feats, res.config, cache).stats)  # type: ignore[attr-defined]
+    planted = {frozenset(p[:2]): p[2] for p in truth["pairs"]}  # type: ignore[index]
+    for title, pairs in (("found, not planted", found - set(planted)), ("planted, missed", set(planted) - found)):
+        print(f"    near-duplicate pairs {title}: {len(pairs)}")
+        for pair in sorted(pairs, key=sorted):
+            a, b = sorted(pair)
+            i, j = index[a], index[b]
+            print(f"      {a}  {b}  cos {float(Z[i] @ Z[j]):.3f}  pixels {float(pixel_similarity(T[[i]], T[[j]])[0]):.3f}"
+                  f"{'  (' + planted[pair] + ')' if pair in planted else ''}")
+
+
 def threshold_table(res: object, truth: dict[str, object]) -> None:
     """Cosines of the planted pairs against each image's nearest non-duplicate: where a threshold can go."""
     from imgclust.neighbors import knn, unit_rows
@@ -347,6 +380,69 @@ def threshold_table(res: object, truth: dict[str, object]) -> None:
               f"99% {np.percentile(other, 99):.3f}, 99.9% {np.percentile(other, 99.9):.3f}, max {np.max(other):.3f}")
 
 
+def synthetic(n: int, kind: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """``n`` rows of vectors and quality measurements, 1% of them near-copies of other rows."""
+    from imgclust.clean.quality import N_STATS, STATS, THUMB_SIDE
+
+    rng = np.random.default_rng(seed)
+    dim = 768 if kind == "noise" else 1280
+    X = np.empty((n, dim), np.float32)
+    if kind == "noise":
+        colours = np.array([(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 220, 40), (160, 40, 200)], np.float32)
+    else:
+        basis = rng.normal(size=(256, dim)).astype(np.float32)
+        centres = rng.normal(size=(n // 50, 256)).astype(np.float32)
+    for lo in range(0, n, 10_000):
+        hi = min(n, lo + 10_000)
+        if kind == "noise":
+            c = np.arange(lo, hi) % len(colours)
+            X[lo:hi] = (np.repeat(colours[c], dim // 3, axis=1) + rng.uniform(-28, 28, (hi - lo, dim))) / 255
+        else:  # positive, like pooled activations; a group's members share most of their direction
+            Y = centres[rng.integers(0, len(centres), hi - lo)] + 0.75 * rng.normal(size=(hi - lo, 256))
+            X[lo:hi] = np.maximum(Y @ basis / 16 + 0.6, 0)
+    S = np.zeros((n, N_STATS), np.float32)
+    S[:, :9] = (160, 120, 120, 40, 200, 40, 7, 1, 40)  # an ordinary photo: no quality flag
+    S[:, 9:13] = rng.integers(0, 1 << 16, (n, 4))
+    thumbs = rng.uniform(0, 255, (n, THUMB_SIDE, THUMB_SIDE)).astype(np.float32)
+    for _ in range(2):  # smooth, so the thumbnails have edges like photos'
+        thumbs = (thumbs + np.roll(thumbs, 1, 1) + np.roll(thumbs, 1, 2)) / 3
+    S[:, len(STATS):] = thumbs.reshape(n, -1)
+    copies = rng.choice(n, size=2 * (n // 100), replace=False)
+    pairs = list(zip(copies[::2].tolist(), copies[1::2].tolist(), strict=True))
+    for a, b in pairs:  # b becomes a near-copy of a: its vector, its hash (2 bits off), its thumbnail (noisier)
+        X[b] = X[a] + rng.normal(0, 0.1 * float(X[a].std()), dim)
+        S[b, 9:13] = S[a, 9:13]
+        S[b, 9] = int(S[b, 9]) ^ 0b101
+        S[b, len(STATS):] = S[a, len(STATS):] + rng.normal(0, 4, THUMB_SIDE * THUMB_SIDE)
+    return X, S, pairs
+
+
+def bench_scale(n: int, kind: str) -> None:
+    from imgclust.clean.stage import centred_neighbours, run_checks
+
+    X, S, planted = synthetic(n, kind)
+    features = "pixels" if kind == "noise" else "efficientnet-lite0"
+    print(f"{n:,} synthetic rows ({kind}, {X.shape[1]} values, features {features}), {len(planted):,} planted near-copies")
+    t0 = time.perf_counter()
+    searched = centred_neighbours(X, 10)
+    t_search = time.perf_counter() - t0
+    from imgclust.clean.neardup import MIN_COSINE, PIXEL_CHECKS
+
+    cos, idx = searched.raw_cosines(10)
+    close = (cos >= MIN_COSINE) & (np.arange(10) < PIXEL_CHECKS)[None, :] & (idx >= 0)
+    rows = np.broadcast_to(np.arange(n)[:, None], idx.shape)[close]
+    compared = len(np.unique(np.stack([np.minimum(rows, idx[close]), np.maximum(rows, idx[close])]), axis=1).T)
+    t0 = time.perf_counter()
+    res = run_checks(X, S, {}, features=features)
+    total = time.perf_counter() - t0
+    groups = res.near.groups
+    found = {frozenset(p) for g in groups for p in itertools.combinations(g, 2)}
+    pixel = f"{compared:,} pairs compared pixel by pixel" if features != "pixels" else "near-duplicates by hash"
+    print(f"  clean checks: {total:.1f} s, of which the neighbour search {t_search:.1f} s (measured alone); {pixel}")
+    print(row("  planted near-copies", *pr(found, {frozenset(p) for p in planted})))
+    print(f"  outliers: {res.outliers.n_outliers:,}; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-base", type=int, default=600)
@@ -358,10 +454,18 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="Keep the folder and the run (for a look); say where.")
     ap.add_argument("--phash", action="store_true", help="Also rerun with --near-duplicates phash (cached vectors).")
     ap.add_argument("--features", default="efficientnet-lite0",
-                    help="features of the run (default efficientnet-lite0, what the thresholds were tuned on; '' for "
-                         "the default features)")
+                    help="The run's features (default efficientnet-lite0; '' for the default features).")
+    ap.add_argument("--precision", choices=("fp32", "int8"), default=None, help="Network precision (efficientnet-lite).")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="An embedding cache to reuse (keyed by content, so the base photos' vectors serve every "
+                         "seed); the run's time then does not include the extraction. Default: a fresh one.")
+    ap.add_argument("--errors", action="store_true", help="List the near-duplicate pairs found wrongly or missed.")
+    ap.add_argument("--scale", type=int, default=None, help="Measure the cost on this many synthetic rows instead.")
+    ap.add_argument("--kind", choices=("noise", "clustered"), default="noise", help="The synthetic rows of --scale.")
     args = ap.parse_args()
-    FEATURES[0] = args.features
+    if args.scale:
+        bench_scale(args.scale, args.kind)
+        return
     work = Path(tempfile.mkdtemp(prefix="imgclust-bench-clean-"))
     truth: dict[str, object] = {}
     try:
@@ -371,7 +475,10 @@ def main() -> None:
         print(f"Folder: {n_files} images ({args.n_base} base photos, {args.n_dups} planted near-duplicates, "
               f"{args.n_problem} of each of {len(PROBLEMS)} planted problems, {len(truth['outliers'])} off-topic "
               f"pictures); seed {args.seed} (the thresholds were chosen on seed 0)")
-        r = run_imgclust(folder, work, {})
+        net = {"features": args.features, "precision": args.precision, "cache": args.cache}
+        print(f"Features: {args.features}{' ' + args.precision if args.precision else ''}"
+              f"{f', cache {args.cache} (the extraction time is not a fresh one)' if args.cache else ''}")
+        r = run_imgclust(folder, work, {}, **net)  # type: ignore[arg-type]
         res = r["result"]
         t = res.summary["timings"]  # type: ignore[attr-defined]
         clean_s = t["clean"]
@@ -395,11 +502,13 @@ def main() -> None:
         for kind in DUP_KINDS:
             kind_pairs = {frozenset(p[:2]) for p in truth["pairs"] if p[2] == kind}  # type: ignore[index]
             print(f"    recall of copies made by {kind}: {len(kind_pairs & found_pairs) / len(kind_pairs):.3f}")
+        if args.errors:
+            print_errors(res, truth, found_pairs, args.cache or work / "cache")
         if args.thresholds:
             threshold_table(res, truth)
         if args.phash:
             shutil.rmtree(work / "out")
-            r2 = run_imgclust(folder, work, {"clean_options": {"near_duplicates": "phash"}})
+            r2 = run_imgclust(folder, work, {"clean_options": {"near_duplicates": "phash"}}, **net)  # type: ignore[arg-type]
             found2 = imgclust_checks(r2["result"], truth)["near-duplicates"]
             print(row("imgclust near-duplicates by phash", *pr(*found2)))
             for kind in DUP_KINDS:

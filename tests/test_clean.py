@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 import imgclust
-from imgclust.clean.neardup import find_near_duplicates, groups_from_pairs
+from imgclust.clean.neardup import find_near_duplicates, groups_from_pairs, pixel_similarity
 from imgclust.clean.outliers import outlier_scores
-from imgclust.clean.quality import FLAGS, N_STATS, STATS, hash_bits, image_stats, layout_rows, quality_flags
+from imgclust.clean.quality import FLAGS, N_STATS, STATS, hash_bits, image_stats, quality_flags, thumbnails
 from imgclust.clean.stage import measure, near_duplicate_method, pick_kept, run_checks
 from imgclust.cli import main
 from imgclust.errors import InputError, ParameterError
@@ -126,12 +126,26 @@ def test_near_duplicates_of_vectors_without_an_n_by_n_matrix() -> None:
     assert find_near_duplicates(X, method="off").n_groups == 0
 
 
-def test_layout_correlation_tells_a_copy_from_a_different_picture() -> None:
+def test_pixel_similarity_tells_a_copy_from_a_different_picture() -> None:
     base = scene(3, (320, 240))
-    copy = base.resize((200, 150)).crop((10, 8, 190, 142))
-    other = scene(9, (320, 240))
-    L = layout_rows(np.stack([image_stats(base), image_stats(copy), image_stats(other)]))
-    assert L[0] @ L[1] > 0.9 and L[0] @ L[2] < 0.5
+    copies = [base.resize((200, 150)).crop((10, 8, 190, 142)),  # resized, cropped 10% on each side
+              ImageEnhance.Brightness(base.crop((0, 0, 280, 216))).enhance(1.2),  # cropped 12% at one end
+              base.resize((160, 120))]
+    T = thumbnails(np.stack([image_stats(im) for im in [base, *copies, scene(9, (320, 240)), scene(4, (320, 240))]]))
+    sim = pixel_similarity(np.repeat(T[:1], 5, axis=0), T[1:])
+    assert np.all(sim[:3] > 0.8) and np.all(sim[3:] < 0.5), sim
+    assert pixel_similarity(T[1:2], T[:1]) == pytest.approx(sim[0], abs=1e-5)  # either order
+
+
+def test_a_different_picture_is_no_near_duplicate_however_alike_the_vectors() -> None:
+    pictures = [scene(s, (96, 72)) for s in range(6)]
+    pictures.append(pictures[0].resize((80, 60)).crop((4, 3, 76, 57)))  # a copy of picture 0
+    X = np.ones((7, 8), np.float32)  # every vector alike (cosine 1): the pixels must decide
+    res = run_checks(X, np.stack([image_stats(p) for p in pictures]), {"near_duplicates": "embedding"})
+    assert res.near.groups == [[0, 6]]
+    X[1:6] += np.eye(5, 8, dtype=np.float32) * 8  # cosines 0.6, below the candidate floor: never compared
+    nd = find_near_duplicates(X, thumbs=thumbnails(np.stack([image_stats(p) for p in pictures])))
+    assert nd.groups == [[0, 6]]
 
 
 def test_perceptual_hash_survives_resizing_and_reencoding(tmp_path: Path) -> None:
@@ -331,7 +345,7 @@ def test_similar_bad_queries_exit_2_with_a_clear_message(messy_run: Path, tmp_pa
 
 
 def test_stats_columns_are_documented() -> None:
-    assert STATS[:2] == ("width", "height") and N_STATS == len(STATS) + 64
+    assert STATS[:2] == ("width", "height") and N_STATS == len(STATS) + 16 * 16
 
 
 def test_run_cli_near_duplicate_options_reach_the_run(tmp_path: Path) -> None:
@@ -376,3 +390,19 @@ def test_a_large_run_shares_one_neighbour_search_and_finds_the_same(monkeypatch,
     assert np.array_equal(shared.near.group, alone.near.group) and [3, 7, 20] in shared.near.groups
     np.testing.assert_allclose(shared.outliers.score, alone.outliers.score, rtol=1e-5)
     assert np.array_equal(shared.outliers.outlier, alone.outliers.outlier)
+
+
+def test_one_centred_search_gives_the_cosines_of_the_vectors_too() -> None:
+    from imgclust.clean.stage import centred_neighbours
+    from imgclust.neighbors import knn, unit_rows
+
+    rng = np.random.default_rng(5)
+    X = np.abs(rng.normal(size=(60, 12))).astype(np.float32) + 0.5  # all positive, like a network's
+    searched = centred_neighbours(X, 8)
+    expected = knn(unit_rows(X - X.mean(axis=0)), 8)
+    np.testing.assert_array_equal(searched.idx, expected[1])
+    sims, idx = searched.raw_cosines(3)
+    Z = unit_rows(X)
+    np.testing.assert_allclose(sims, np.einsum("nd,nmd->nm", Z, Z[idx]), atol=1e-5)
+    assert np.all(np.diff(sims, axis=1) <= 1e-7)  # most similar first
+    assert set(idx[0].tolist()) <= set(searched.idx[0].tolist())  # from the same search

@@ -208,8 +208,9 @@ def _cache_setting(cache: Path | None, no_cache: bool) -> Any:
               help="How near-duplicates are found: the network's vectors (auto for network features), perceptual "
                    "hashes (pixel-level copies; auto for pixels, histograms, HOG), or not at all. See docs/clean.md.")
 @click.option("--near-duplicate-threshold", type=float, default=None,
-              help="Similarity (cosine scale) from which two images are near-duplicates (default: 0.80 for "
-                   "embedding, 0.75 = 8 of 64 hash bits for phash).")
+              help="Similarity (cosine scale) from which two images are near-duplicates (default: 0.75 for "
+                   "embedding, the mean of the vectors' cosine and the thumbnails' edge correlation; 0.75 = 8 of "
+                   "64 hash bits for phash).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def run(images_dir: Path, out_dir: Path, features: str, size: int | None, weights: Path | None, k: int | None,
         k_range: str, method: str, seed: int, labels: str, cache: Path | None, no_cache: bool, identity: str,

@@ -4,12 +4,14 @@ Two images are near-duplicates when the similarity of the pair is at least a thr
 are the connected components of those pairs (union-find over the kNN lists, so only each image's
 nearest neighbours are ever compared).
 
-``method="embedding"`` (default): the similarity of a pair is
-``(cos + w * corr) / (1 + w)``, where ``cos`` is the cosine of the two images' vectors (survives
-resizing, re-encoding, small crops and brightness changes) and ``corr`` the correlation of their
-8x8 grey layouts (taken while decoding; it tells a copy of a photo from another photo of the same
-kind of scene, which a network finds alike too), ``w`` = :data:`LAYOUT_WEIGHT`. Without layouts
-the similarity is the cosine alone.
+``method="embedding"`` (default): the network first: a pair is a candidate when the cosine ``cos``
+of the two images' vectors is at least :data:`MIN_COSINE` (survives resizing, re-encoding, small
+crops and brightness changes), among the :data:`PIXEL_CHECKS` nearest neighbours of one of them. The network also finds two photos of the same kind of scene alike
+(two close-ups of golf balls), so each candidate pair is then compared pixel by pixel: ``pix`` is
+the correlation of the edges (grey-level gradients) of the two images' 16x16 thumbnails (taken
+while decoding), at the best of a few crops of either one (each side cut by 0-15%, the cut taken
+from one side, the other or both): a copy's edges line up, another photo's do not. The pair's
+similarity is ``(cos + pix) / 2``. Where a thumbnail is missing the similarity is the cosine alone.
 
 ``method="phash"``: the 64-bit perceptual hashes taken while decoding (pixel-level copies only;
 resizing, re-encoding and brightness survive, crops mostly do not); a Hamming distance of d bits
@@ -25,10 +27,20 @@ import numpy as np
 from ..errors import ParameterError
 
 METHODS = ("embedding", "phash", "off")  # and "auto" in a run's settings (see imgclust.clean.stage)
-# Chosen on bench/clean.py's planted copies (docs/clean.md), EfficientNet-Lite0 vectors.
-DEFAULT_THRESHOLD = {"embedding": 0.80, "phash": 1 - 2 * 8 / 64}
-LAYOUT_WEIGHT = 0.5
+# Chosen on bench/clean.py's planted copies (docs/clean.md), EfficientNet-Lite0 and Lite2 vectors.
+DEFAULT_THRESHOLD = {"embedding": 0.75, "phash": 1 - 2 * 8 / 64}
+#: Pairs whose vectors' cosine is below this are never near-duplicates (nor compared pixel by pixel).
+MIN_COSINE = 0.70
+#: Each image is compared pixel by pixel with at most this many of its nearest neighbours (those with a
+#: cosine of at least MIN_COSINE, most similar first): the cost stays linear in the images however
+#: alike a folder's photos are. A copy is the nearest neighbour of its original or the other way round
+#: in 1,397 of the 1,400 planted pairs of bench/clean.py (seeds 0-6, Lite0 and Lite2 int8).
+PIXEL_CHECKS = 3
 DEFAULT_NEIGHBOURS = 10
+# The crops tried per side of a thumbnail: (fraction cut, fraction cut before the start).
+_CUTS = (0.0, 0.05, 0.10, 0.15)
+_CROPS = [(0.0, 0.0)] + [(f, o * f) for f in _CUTS[1:] for o in (0.0, 0.5, 1.0)]
+_PIXEL_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -118,8 +130,7 @@ def validate(method: str, threshold: float | None) -> float:
 
 def find_near_duplicates(X: np.ndarray, *, method: str = "embedding", threshold: float | None = None,
                          n_neighbors: int = DEFAULT_NEIGHBOURS, knn_result: tuple[np.ndarray, np.ndarray] | None = None,
-                         layout: np.ndarray | None = None, layout_weight: float = LAYOUT_WEIGHT,
-                         seed: int = 0) -> NearDuplicates:
+                         thumbs: np.ndarray | None = None, seed: int = 0) -> NearDuplicates:
     """Group near-duplicate rows of ``X``.
 
     Args:
@@ -131,9 +142,9 @@ def find_near_duplicates(X: np.ndarray, *, method: str = "embedding", threshold:
         n_neighbors: neighbours looked at per image (a group larger than this may still be
             found through chains; a pair is never missed when each is among the other's neighbours).
         knn_result: (sims, idx) already computed for ``X`` (shared with other checks).
-        layout: np.ndarray of shape (n_images, 64): :func:`imgclust.clean.quality.layout_rows` (a zero
-            row where unknown); with it, a pair's similarity mixes in the layouts' correlation.
-        layout_weight: the weight ``w`` of the layout correlation.
+        thumbs: np.ndarray of shape (n_images, 16, 16): :func:`imgclust.clean.quality.thumbnails` (NaN
+            where unknown); with them (``embedding``), a pair's similarity is ``(cos + pix) / 2``
+            (module docstring).
 
     Example:
         >>> nd = find_near_duplicates(X)  # doctest: +SKIP
@@ -149,22 +160,108 @@ def find_near_duplicates(X: np.ndarray, *, method: str = "embedding", threshold:
 
         knn_result = knn(unit_rows(X), min(n_neighbors, n - 1), seed=seed)
     sims, idx = knn_result
-    if layout is not None:
-        sims = pair_similarity(sims, idx, layout, layout_weight)
+    if thumbs is not None and method == "embedding":
+        sims = pair_similarity(sims, idx, thumbs)
     nd = groups_from_pairs(n, sims, idx, t)
     return NearDuplicates(nd.group, nd.similarity, method, t)
 
 
-def pair_similarity(sims: np.ndarray, idx: np.ndarray, layout: np.ndarray, weight: float = LAYOUT_WEIGHT) -> np.ndarray:
-    """``(cos + w * corr) / (1 + w)`` for every kNN pair; the cosine alone where a layout is missing.
+def pair_similarity(sims: np.ndarray, idx: np.ndarray, thumbs: np.ndarray, *,
+                    min_cosine: float = MIN_COSINE, checks: int = PIXEL_CHECKS) -> np.ndarray:
+    """``(cos + pix) / 2`` for the first ``checks`` kNN pairs of each row whose cosine is at least
+    ``min_cosine`` (``-inf`` for the others); the cosine alone where a thumbnail is missing.
 
     Args:
-        sims, idx: kNN lists, shape (n, m); layout: unit rows of shape (n, 64) (zero where unknown).
+        sims, idx: kNN lists, shape (n, m), most similar first; thumbs: np.ndarray of shape (n, side, side),
+            NaN where unknown.
+
+    Each unordered pair is compared once, however many of the two lists it is in.
     """
-    L = np.asarray(layout, dtype=np.float32)
+    sims = np.asarray(sims, dtype=np.float32)
+    n, m = sims.shape
+    T = np.asarray(thumbs, dtype=np.float32)
+    known = np.asarray(~np.isnan(T.reshape(n, -1)).any(axis=1), dtype=bool)
     safe = np.clip(idx, 0, None)
-    corr = np.einsum("nd,nmd->nm", L, L[safe])
-    has = (np.abs(L).sum(axis=1) > 0)
-    both = has[:, None] & has[safe] & (idx >= 0)
-    mixed = (sims + weight * corr) / (1 + weight)
-    return np.where(both, mixed, sims).astype(np.float32)
+    rows = np.broadcast_to(np.arange(n)[:, None], idx.shape)
+    candidate = (idx >= 0) & (sims >= min_cosine) & (np.arange(m) < checks)[None, :]
+    both = candidate & known[:, None] & known[safe]
+    out = np.where(candidate, sims, -np.inf).astype(np.float32)
+    a, b = np.minimum(rows, safe)[both], np.maximum(rows, safe)[both]
+    if len(a):
+        pairs, inverse = np.unique(np.stack([a, b], axis=1), axis=0, return_inverse=True)
+        pix = pixel_similarity(T[pairs[:, 0]], T[pairs[:, 1]])
+        out[both] = (sims[both] + pix[inverse.ravel()]) / 2
+    return out
+
+
+def _crop_matrices(side: int) -> tuple[np.ndarray, np.ndarray]:
+    """The crops of :data:`_CROPS` as linear maps of one axis of a thumbnail, stacked: (starts, steps),
+    each of shape (len(_CROPS) * (side - 1), side). ``starts @ T`` resamples the cropped span back
+    to ``side`` cells and keeps the first ``side - 1``; ``steps @ T`` gives the differences between
+    neighbouring resampled cells (the edges along that axis)."""
+    maps = []
+    for cut, start in _CROPS:
+        x = (start + (np.arange(side) + 0.5) / side * (1 - cut)) * side - 0.5
+        i0 = np.clip(np.floor(x).astype(np.int64), 0, side - 1)
+        w = np.clip(x - np.floor(x), 0, 1)
+        M = np.zeros((side, side), np.float32)
+        np.add.at(M, (np.arange(side), i0), 1 - w)
+        np.add.at(M, (np.arange(side), np.minimum(i0 + 1, side - 1)), w)
+        maps.append(M)
+    W = np.stack(maps)
+    return W[:, :-1, :].reshape(-1, side), (W[:, 1:, :] - W[:, :-1, :]).reshape(-1, side)
+
+
+def _unit_edges(T: np.ndarray) -> np.ndarray:
+    """The horizontal and vertical grey-level differences of thumbnails (n, side, side), flattened
+    (horizontal first), mean-centred and scaled to unit length (so an inner product is a correlation)."""
+    gx = T[..., :-1, 1:] - T[..., :-1, :-1]
+    gy = T[..., 1:, :-1] - T[..., :-1, :-1]
+    G = np.concatenate([gx.reshape(len(T), -1), gy.reshape(len(T), -1)], axis=-1)
+    G = G - G.mean(axis=-1, keepdims=True)
+    return G / np.maximum(np.linalg.norm(G, axis=-1, keepdims=True), 1e-3)
+
+
+def pixel_similarity(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """The correlation of the edges of two thumbnails at the best crop of either one (pairs of rows).
+
+    Each of ``A[i]`` and ``B[i]`` is in turn cropped by every crop of :data:`_CROPS` on each axis
+    (each side cut by 0, 5, 10 or 15%, from the start, the end or both: 100 crops), resampled back to
+    the full size (linear interpolation) and compared with the other, uncropped; the best
+    correlation counts. Resampling and differences are linear, so the edges of all 100 crops of a
+    thumbnail come from two matrix products.
+
+    Args:
+        A, B: np.ndarray of shape (n_pairs, side, side), grey thumbnails.
+
+    Returns:
+        np.ndarray of shape (n_pairs,), float32, in [-1, 1]: about 0.7-1 for a copy (resized,
+        re-encoded, cropped by up to 15%, brightened), lower for another photo.
+    """
+    A = np.asarray(A, dtype=np.float32)
+    B = np.asarray(B, dtype=np.float32)
+    side = A.shape[-1]
+    e = side - 1
+    starts, steps = _crop_matrices(side)
+    c = len(starts) // e
+    sum_starts, sum_steps = starts.reshape(c, e, side).sum(axis=1), steps.reshape(c, e, side).sum(axis=1)
+    best = np.full(len(A), -1.0, dtype=np.float32)
+    for lo in range(0, len(A), _PIXEL_CHUNK):
+        a, b = A[lo:lo + _PIXEL_CHUNK], B[lo:lo + _PIXEL_CHUNK]
+        p = len(a)
+        for moving, fixed in ((a, b), (b, a)):
+            target = _unit_edges(fixed)
+            tx, ty = target[:, :e * e].reshape(p, e, e), target[:, e * e:].reshape(p, e, e)
+            # Edges of every (row crop, column crop) of ``moving``: (p, crops, e, crops, e).
+            gx = (starts @ moving @ steps.T).reshape(p, c, e, c, e)
+            gy = (steps @ moving @ starts.T).reshape(p, c, e, c, e)
+            # The target is centred, so the crop's mean does not change the inner product; it does the norm.
+            dot = np.einsum("pyaxb,pab->pyx", gx, tx) + np.einsum("pyaxb,pab->pyx", gy, ty)
+            # Sums of the crops' edges, from the summed maps (linear too): (p, crops, crops).
+            total = sum_starts @ moving @ sum_steps.T + sum_steps @ moving @ sum_starts.T
+            squares = np.einsum("pyaxb,pyaxb->pyx", gx, gx) + np.einsum("pyaxb,pyaxb->pyx", gy, gy)
+            norm = np.sqrt(np.maximum(squares - total * total / (2 * e * e), 0.0))
+            corr = dot / np.maximum(norm, 1e-3)
+            part = best[lo:lo + p]
+            np.maximum(part, corr.reshape(p, -1).max(axis=1), out=part)
+    return best

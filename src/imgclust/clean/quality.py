@@ -20,16 +20,17 @@ import numpy as np
 from PIL import Image
 
 # Version of the measurements: bump when image_stats changes, so cached stats are recomputed.
-STATS_VERSION = 3
+STATS_VERSION = 4
 ANALYSIS_SIDE = 128
 
 #: The columns of an image_stats row, in order.
 # phash0..3: the 64-bit perceptual hash (DCT of a 32x32 grey copy) as four 16-bit words (exact in float32).
 STATS = ("width", "height", "luma_mean", "luma_p05", "luma_p95", "luma_std", "entropy", "sharpness", "chroma",
          "phash0", "phash1", "phash2", "phash3")
-#: After the named columns: the grey levels of an 8x8 copy of the image (its layout), 64 columns.
-LAYOUT_SIDE = 8
-N_STATS = len(STATS) + LAYOUT_SIDE * LAYOUT_SIDE
+#: After the named columns: the grey levels of a 16x16 copy of the whole image (its thumbnail, squashed
+#: to a square), row by row, 256 columns: the near-duplicate check compares these pixel by pixel.
+THUMB_SIDE = 16
+N_STATS = len(STATS) + THUMB_SIDE * THUMB_SIDE
 _COL = {name: i for i, name in enumerate(STATS)}
 
 
@@ -110,25 +111,20 @@ def image_stats(image: Image.Image, original_size: tuple[int, int] | None = None
     rgb = np.asarray(small.resize((32, 32), Image.Resampling.BOX), dtype=np.int16)
     chroma = float((np.abs(rgb[..., 0] - rgb[..., 1]) + np.abs(rgb[..., 1] - rgb[..., 2])).mean() / 2)
     words = perceptual_hash(grey_img)
-    layout = np.asarray(grey_img.resize((LAYOUT_SIDE, LAYOUT_SIDE), Image.Resampling.BOX), np.float32)
+    thumb = np.asarray(grey_img.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX), np.float32)
     return np.concatenate([np.array([w, h, mean, p05, p95, std, entropy, sharpness, chroma, *words],
-                                    dtype=np.float32), layout.ravel()])
+                                    dtype=np.float32), thumb.ravel()])
 
 
-def layout_rows(stats: np.ndarray) -> np.ndarray:
-    """The 8x8 grey layout of each row of ``stats``, mean-centred and scaled to unit length.
-
-    The inner product of two rows is the correlation of the two images' layouts: unchanged by a
-    brightness or contrast change, high for a resized, re-encoded or slightly cropped copy.
+def thumbnails(stats: np.ndarray) -> np.ndarray:
+    """The 16x16 grey thumbnail of each row of ``stats``.
 
     Returns:
-        np.ndarray of shape (n_images, 64), float32 (zero rows for flat images or unknown stats).
+        np.ndarray of shape (n_images, THUMB_SIDE, THUMB_SIDE), float32 grey levels 0-255 (NaN where
+        the measurements are unknown).
     """
     S = np.asarray(stats, dtype=np.float32).reshape(-1, N_STATS)
-    L = np.nan_to_num(S[:, len(STATS):])
-    L = L - L.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(L, axis=1, keepdims=True)
-    return np.where(norms > 1e-3, L / np.maximum(norms, 1e-3), 0.0).astype(np.float32)
+    return S[:, len(STATS):].reshape(-1, THUMB_SIDE, THUMB_SIDE)
 
 
 def _dct_matrix(n: int) -> np.ndarray:

@@ -30,10 +30,10 @@ from .quality import (
     STATS_VERSION,
     hash_bits,
     image_stats,
-    layout_rows,
     quality_column,
     quality_counts,
     quality_flags,
+    thumbnails,
 )
 
 log = logging.getLogger(__name__)
@@ -244,46 +244,99 @@ def run_checks(X: np.ndarray, stats: np.ndarray, settings: dict[str, Any] | None
         settings: see :data:`CLEAN_OPTIONS` (defaults for missing keys).
         features: the extractor's name (picks the near-duplicate method when it is ``auto``).
 
-    Two neighbour searches: over the vectors (near-duplicates) and over the centred vectors (outliers).
+    One neighbour search serves every check: each image's nearest rows by the cosine of the centred
+    vectors (:func:`centred_neighbours`). The outliers rank them so; the near-duplicates by the
+    cosine of the vectors themselves, computed from the same search (:func:`raw_cosines`), so no
+    second search and no second copy of the vectors is made; the perceptual hashes by their Hamming
+    distance (in a large run; below :data:`imgclust.neighbors.EXACT_BELOW` images the hashes are
+    searched on their own, exactly).
     """
-    from ..neighbors import EXACT_BELOW, knn, rerank, unit_rows
-
     settings = clean_settings(settings)
     n = len(X)
     flags = quality_flags(stats)
     m = min(DEFAULT_NEIGHBOURS, n - 1)
     m_out = min(int(settings["outlier_k"]), n - 1)
-    empty = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
     method = settings["near_duplicates"] = near_duplicate_method(settings["near_duplicates"], features)
     validate_near(method, settings["near_duplicate_threshold"])
     threshold = settings["near_duplicate_threshold"]
-    Z = unit_rows(X)
-    Zc = unit_rows(X - X.mean(axis=0))
-    shared: np.ndarray | None = None
-    if n >= EXACT_BELOW and min(m, m_out) >= 1:
-        # One approximate search serves every check: candidates by the centred cosine, each check then
-        # ranks them by its own exact similarity. Near-duplicates are each other's nearest rows in
-        # either space; three searches over a large folder cost minutes (bench/store.py --part folder).
-        shared = knn(Zc, min(n - 1, 2 * max(m, m_out)), seed=seed)[1]
+    searched = centred_neighbours(X, max(m, m_out), seed=seed) if max(m, m_out) >= 1 else None
     if method == "phash":
-        near = _phash_groups(stats, threshold, seed, candidates=shared)
+        from ..neighbors import EXACT_BELOW
+
+        large = searched is not None and n >= EXACT_BELOW
+        near = _phash_groups(stats, threshold, seed, candidates=searched.idx if large else None)  # type: ignore[union-attr]
     else:
         # A flat image has no content to compare: two flat images of any colours look alike to a network.
         low = np.array(["low_information" in f for f in flags], dtype=bool)
         pairs = None
-        if m >= 1:
-            sims, idx = rerank(Z, shared, m) if shared is not None else knn(Z, m, seed=seed)
+        if m >= 1 and searched is not None:
+            sims, idx = searched.raw_cosines(m)
             keep = ~low[:, None] & ~low[np.clip(idx, 0, None)] & (idx >= 0)
             pairs = (np.where(keep, sims, -np.inf).astype(np.float32), idx)
         near = find_near_duplicates(X, method=method, threshold=threshold, seed=seed, knn_result=pairs,
-                                    layout=layout_rows(stats))
+                                    thumbs=thumbnails(stats))
     # Outliers on the centred vectors (see imgclust.clean.outliers).
-    if m_out < 1:
-        centred = empty
+    if m_out < 1 or searched is None:
+        centred = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
     else:
-        centred = rerank(Zc, shared, m_out) if shared is not None else knn(Zc, m_out, seed=seed)
+        centred = searched.sims[:, :m_out], searched.idx[:, :m_out]
     outliers = outlier_scores(*centred, k=int(settings["outlier_k"]), cutoff=float(settings["outlier_cutoff"]))
     return CleanResult(stats, flags, near, outliers, settings)
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Each row's nearest other rows by the cosine of the centred vectors, and what turns those
+    cosines into the cosines of the vectors themselves.
+
+    Attributes:
+        sims, idx: np.ndarray of shape (n, k): centred cosines (most similar first) and rows (-1: none).
+        norms: np.ndarray of shape (n,), float64: the length of each centred row.
+        along: np.ndarray of shape (n,), float64: each centred row's inner product with the mean.
+        mean_sq: the squared length of the mean.
+    """
+
+    sims: np.ndarray
+    idx: np.ndarray
+    norms: np.ndarray
+    along: np.ndarray
+    mean_sq: float
+
+    def raw_cosines(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``m`` of each row's neighbours with the highest cosine of the uncentred vectors.
+
+        With x = c + mu: x_i . x_j = cos_c(i, j) |c_i| |c_j| + c_i . mu + c_j . mu + |mu|^2 and
+        |x_i|^2 = |c_i|^2 + 2 c_i . mu + |mu|^2, all known from the search (no row is read again).
+
+        Returns:
+            (sims, idx) of shape (n, m), most similar first (ties by row), as :func:`imgclust.neighbors.knn`.
+        """
+        safe = np.clip(self.idx, 0, None)
+        dot = (self.sims * self.norms[:, None] * self.norms[safe] + self.along[:, None] + self.along[safe]
+               + self.mean_sq)
+        length = np.sqrt(np.maximum(self.norms ** 2 + 2 * self.along + self.mean_sq, 0.0))
+        cos = dot / np.maximum(length[:, None] * length[safe], 1e-12)
+        cos = np.where(self.idx >= 0, np.clip(cos, -1.0, 1.0), -np.inf).astype(np.float32)
+        order = np.lexsort((self.idx, -cos), axis=1)[:, :m]
+        return np.take_along_axis(cos, order, axis=1), np.take_along_axis(self.idx, order, axis=1)
+
+
+def centred_neighbours(X: np.ndarray, k: int, *, seed: int = 0) -> Neighbours:
+    """Each row's ``k`` nearest other rows by the cosine of the vectors centred on their mean
+    (:func:`imgclust.neighbors.knn`: exact in blocks below its size, approximate above).
+
+    Args:
+        X: np.ndarray of shape (n, dim), n >= 2; k: 1 <= k < n.
+    """
+    from ..neighbors import knn
+
+    mean = np.asarray(X, dtype=np.float64).mean(axis=0)
+    Zc = np.asarray(X, dtype=np.float32) - mean.astype(np.float32)  # a new array: scaled in place below
+    norms = np.linalg.norm(Zc, axis=1).astype(np.float64)
+    along = Zc @ mean.astype(np.float32)
+    Zc /= np.maximum(norms, 1e-12).astype(np.float32)[:, None]
+    sims, idx = knn(Zc, k, seed=seed)
+    return Neighbours(sims, idx, norms, along.astype(np.float64), float(mean @ mean))
 
 
 def _phash_groups(stats: np.ndarray, threshold: float | None, seed: int,
