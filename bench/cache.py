@@ -24,11 +24,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from _datasets import DATASETS
 from imgclust.features import get_extractor
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATASET = next((p / "shared" / "datasets" / "dogs-vs-cats-1000" for p in (REPO.parent, REPO.parent.parent)
-                        if (p / "shared" / "datasets").is_dir()), REPO.parent / "shared" / "datasets" / "dogs-vs-cats-1000")
+DEFAULT_DATASET = DATASETS / "dogs-vs-cats-1000"
 
 
 def run_once(args: list[str], out: Path) -> tuple[float, dict]:

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from _datasets import DATASETS
+
 REPO = Path(__file__).resolve().parents[1]
-DATASETS = next((p / "shared" / "datasets" for p in REPO.parents if (p / "shared" / "datasets").is_dir()),
-                REPO.parent / "shared" / "datasets")
 SETS = ("dogs-vs-cats-1000", "imagenette-val-3000", "cifar10-test-5000")
 SHORT = {"dogs-vs-cats-1000": "dvc", "imagenette-val-3000": "inet", "cifar10-test-5000": "cifar"}
 SWEEP_KS = range(2, 61)

@@ -46,7 +46,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-DATASETS = Path(__file__).resolve().parents[1].parent.parent / "shared" / "datasets"
+from _datasets import DATASETS
+
 SOURCES = ("dogs-vs-cats-1000", "imagenette-val-3000")
 DUP_KINDS = ("resize", "jpeg", "crop", "brightness", "all")
 PROBLEMS = ("blurry", "dark", "bright", "low_information", "small", "grayscale", "odd_aspect")
@@ -54,9 +55,8 @@ OUTLIER_KINDS = ("text", "chart", "noise", "checkerboard", "lines", "stripes", "
 
 
 def _datasets_dir() -> Path:
-    for cand in (DATASETS, Path("/work/shared/datasets")):
-        if cand.is_dir():
-            return cand
+    if DATASETS.is_dir():
+        return DATASETS
     sys.exit("The shared datasets (dogs-vs-cats-1000, imagenette-val-3000) are not here; nothing to measure.")
 
 

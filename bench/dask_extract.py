@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from _datasets import DATASETS
 from imgclust.backends.dask import CHUNK_ROWS, DaskBackend, worker_extractor
 from imgclust.backends.local import LocalBackend
 from imgclust.cache import EmbeddingCache
@@ -29,7 +30,7 @@ from imgclust.config import RunConfig
 from imgclust.features import get_extractor
 from imgclust.io.discover import attach_labels, discover
 
-DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "dogs-vs-cats-1000"
+DATASET = DATASETS / "dogs-vs-cats-1000"
 
 
 def pick(dataset: Path, n: int) -> list:

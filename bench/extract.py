@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from _datasets import DATASETS
 from imgclust.features import get_extractor
 from imgclust.features.extract import default_threads, extract
 from imgclust.io.discover import discover
 
 REPO = Path(__file__).resolve().parents[1]
 # The checkout sits next to shared/ (or one level deeper, in a worktree folder).
-DEFAULT_DATASET = next((p / "shared" / "datasets" / "dogs-vs-cats-1000" for p in (REPO.parent, REPO.parent.parent)
-                        if (p / "shared" / "datasets").is_dir()), REPO.parent / "shared" / "datasets" / "dogs-vs-cats-1000")
+DEFAULT_DATASET = DATASETS / "dogs-vs-cats-1000"
 VARIANTS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 PRECISIONS = ("fp32", "int8")
 

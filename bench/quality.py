@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import imgclust
+from _datasets import DATASETS
 from imgclust._fs import atomic_write_text
 from imgclust.cluster import list_clusterers
 from imgclust.features import get_extractor
@@ -42,7 +43,7 @@ FIELDS = ["features", "precision", "dataset", "variant", "n", "k", "method", "ac
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--datasets", type=Path, default=REPO.parent / "shared" / "datasets",
+    ap.add_argument("--datasets", type=Path, default=DATASETS,
                     help="folder whose subfolders are labelled datasets (<dataset>/<class>/<image>)")
     ap.add_argument("--features", default="",
                     help="feature extractor, or several separated by commas (one table block each); default: the "

@@ -22,10 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+from _datasets import DATASETS
+
 REPO = Path(__file__).resolve().parents[1]
 # ../shared/datasets of the checkout, or of a folder above it (git worktrees live one level deeper).
-DATASET = next((p / "shared" / "datasets" for p in REPO.parents if (p / "shared" / "datasets").is_dir()),
-               REPO.parent / "shared" / "datasets") / "cifar10-test-5000"
+DATASET = DATASETS / "cifar10-test-5000"
 
 
 def main() -> int:

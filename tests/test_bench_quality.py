@@ -14,6 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _bench():
+    if str(REPO / "bench") not in sys.path:  # as when run as a script: its folder on the path
+        sys.path.insert(0, str(REPO / "bench"))
     spec = importlib.util.spec_from_file_location("bench_quality", REPO / "bench" / "quality.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["bench_quality"] = module
