@@ -176,27 +176,27 @@ def test_efficientnet_keeps_the_whole_frame_of_small_images_and_crops_photos():
     assert "small_images" in ex.preprocessing()
 
 
-@pytest.mark.parametrize("variant", ["efficientnet-lite0", "efficientnet-lite2"])
-def test_efficientnet_thumbnails_are_enlarged_less_and_centred_on_a_neutral_border(variant: str):
+@pytest.mark.parametrize("variant,largest,inner", [("efficientnet-lite0", 37, 166), ("efficientnet-lite2", 43, 192)])
+def test_efficientnet_thumbnails_are_enlarged_less_on_a_neutral_border(variant: str, largest: int, inner: int):
     ex = get_extractor(variant, runtime="torch")
-    size, inner = ex.image_size, ex.thumbnail_size
-    assert 0.6 * size < inner < 0.8 * size
+    size = ex.image_size
     rng = np.random.default_rng(4)
     thumb = Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8))  # 40x32, e.g. a CIFAR picture
     pixels = ex.prepare(thumb)
     assert pixels.shape == (size, size, 3) and pixels.dtype == np.uint8  # batches mix thumbnails and photos
-    at = (size - inner) // 2
+    at = (size - inner) // 2  # 74% of the input
     inside = thumb.resize((inner, inner), Image.Resampling.BILINEAR, box=(4, 0, 36, 32))  # whole central square
     np.testing.assert_array_equal(pixels[at:at + inner, at:at + inner], np.asarray(inside))
     border = np.ones((size, size), bool)
     border[at:at + inner, at:at + inner] = False
     assert (pixels[border] == 127).all()  # (127 - 127) / 128: zero input around the picture
-    # The rule is keyed to the shorter side: 64 px is a thumbnail, 65 px fills the input.
-    at_64 = Image.fromarray(rng.integers(0, 256, (64, 300, 3), dtype=np.uint8))
-    assert (ex.prepare(at_64)[0] == 127).all()
-    at_65 = Image.fromarray(rng.integers(0, 256, (65, 300, 3), dtype=np.uint8))
-    np.testing.assert_array_equal(ex.prepare(at_65), ex._fill_input(at_65))
-    assert not (ex.prepare(at_65)[0] == 127).all()
+    # The border appears only where filling the input would enlarge more than 6x; one pixel more fills it.
+    at_largest = Image.fromarray(rng.integers(0, 256, (largest, 300, 3), dtype=np.uint8))
+    assert ex.thumbnail_size(largest) == inner and (ex.prepare(at_largest)[0] == 127).all()
+    above = Image.fromarray(rng.integers(0, 256, (largest + 1, 300, 3), dtype=np.uint8))
+    assert ex.thumbnail_size(largest + 1) is None
+    np.testing.assert_array_equal(ex.prepare(above), ex._fill_input(above))
+    assert not (ex.prepare(above)[0] == 127).all()
     assert "thumbnails" in ex.preprocessing()
 
 
@@ -205,10 +205,10 @@ def test_efficientnet_cache_id_names_the_thumbnail_rule(monkeypatch: pytest.Monk
 
     ex = get_extractor("efficientnet-lite0", runtime="torch")
     before = ex.cache_id()
-    monkeypatch.setattr(efficientnet, "THUMBNAIL_MAX_SIDE", 48)
+    monkeypatch.setattr(efficientnet, "THUMBNAIL_ENLARGEMENT", 4.0)
     assert ex.cache_id() != before
     monkeypatch.undo()
-    monkeypatch.setattr(efficientnet, "THUMBNAIL_FRACTION", 0.7)
+    monkeypatch.setattr(efficientnet, "THUMBNAIL_FRACTION", 0.8)
     assert ex.cache_id() != before
 
 
@@ -223,7 +223,7 @@ def test_int8_calibration_fills_the_input_as_before_the_thumbnail_rule(monkeypat
     monkeypatch.setattr(efficientnet, "quantize_graph", lambda graph, batches: seen.extend(batches) or b"int8")
     assert ex._quantize_onnx(tmp_path / "int8.onnx") == b"int8"
     images = list(calibration_images())
-    assert any(min(im.size) <= efficientnet.THUMBNAIL_MAX_SIDE for im in images)
+    assert any(ex.thumbnail_size(min(im.size)) for im in images)
     np.testing.assert_array_equal(np.concatenate(seen), np.stack([ex._fill_input(im) for im in images]))
 
 
