@@ -198,7 +198,7 @@ class EfficientNetLiteExtractor(Extractor):
         return self._fp32_preprocessing() | ({"precision": f"int8 ({RECIPE})"} if self.precision == "int8" else {})
 
     def _fp32_preprocessing(self) -> dict[str, Any]:
-        # Unchanged since before int8 existed, so fp32 cache ids (and vectors cached with them) stay valid.
+        # No precision key for fp32: adding int8 did not change the cache ids of fp32 vectors.
         return {
             "input_size": self.image_size,
             "resize": "crop central fraction of the shorter side, then resize (= resize shorter side, centre-crop)",
