@@ -160,9 +160,9 @@ def test_classic_descriptors_beat_pixels_on_imagenette(tmp_path):
 def test_efficientnet_keeps_the_whole_frame_of_small_images_and_crops_photos():
     ex = get_extractor("efficientnet-lite0")
     rng = np.random.default_rng(3)
-    thumb = Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8))  # 40x32: enlarged 7x
-    whole = thumb.resize((224, 224), Image.Resampling.BILINEAR, box=(4, 0, 36, 32))
-    np.testing.assert_array_equal(ex.prepare(thumb), np.asarray(whole))
+    small = Image.fromarray(rng.integers(0, 256, (70, 80, 3), dtype=np.uint8))  # 80x70: enlarged 3.2x
+    whole = small.resize((224, 224), Image.Resampling.BILINEAR, box=(5, 0, 75, 70))
+    np.testing.assert_array_equal(ex.prepare(small), np.asarray(whole))
     photo = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
     crop = 300 * 0.875
     box = ((400 - crop) / 2, (300 - crop) / 2, (400 + crop) / 2, (300 + crop) / 2)
@@ -176,6 +176,57 @@ def test_efficientnet_keeps_the_whole_frame_of_small_images_and_crops_photos():
     at_111 = at_112.crop((0, 0, 111, 111))
     np.testing.assert_array_equal(ex.prepare(at_111), np.asarray(at_111.resize((224, 224), Image.Resampling.BILINEAR)))
     assert "small_images" in ex.preprocessing()
+
+
+@pytest.mark.parametrize("variant,largest,inner", [("efficientnet-lite0", 37, 166), ("efficientnet-lite2", 43, 192)])
+def test_efficientnet_thumbnails_are_enlarged_less_on_a_neutral_border(variant: str, largest: int, inner: int):
+    ex = get_extractor(variant, runtime="torch")
+    size = ex.image_size
+    rng = np.random.default_rng(4)
+    thumb = Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8))  # 40x32, e.g. a CIFAR picture
+    pixels = ex.prepare(thumb)
+    assert pixels.shape == (size, size, 3) and pixels.dtype == np.uint8  # batches mix thumbnails and photos
+    at = (size - inner) // 2  # 74% of the input
+    inside = thumb.resize((inner, inner), Image.Resampling.BILINEAR, box=(4, 0, 36, 32))  # whole central square
+    np.testing.assert_array_equal(pixels[at:at + inner, at:at + inner], np.asarray(inside))
+    border = np.ones((size, size), bool)
+    border[at:at + inner, at:at + inner] = False
+    assert (pixels[border] == 127).all()  # (127 - 127) / 128: zero input around the picture
+    # The border appears only where filling the input would enlarge more than 6x; one pixel more fills it.
+    at_largest = Image.fromarray(rng.integers(0, 256, (largest, 300, 3), dtype=np.uint8))
+    assert ex.thumbnail_size(largest) == inner and (ex.prepare(at_largest)[0] == 127).all()
+    above = Image.fromarray(rng.integers(0, 256, (largest + 1, 300, 3), dtype=np.uint8))
+    assert ex.thumbnail_size(largest + 1) is None
+    np.testing.assert_array_equal(ex.prepare(above), ex._fill_input(above))
+    assert not (ex.prepare(above)[0] == 127).all()
+    assert "thumbnails" in ex.preprocessing()
+
+
+def test_efficientnet_cache_id_names_the_thumbnail_rule(monkeypatch: pytest.MonkeyPatch):
+    import imgclust.features.efficientnet as efficientnet
+
+    ex = get_extractor("efficientnet-lite0", runtime="torch")
+    before = ex.cache_id()
+    monkeypatch.setattr(efficientnet, "THUMBNAIL_ENLARGEMENT", 4.0)
+    assert ex.cache_id() != before
+    monkeypatch.undo()
+    monkeypatch.setattr(efficientnet, "THUMBNAIL_FRACTION", 0.8)
+    assert ex.cache_id() != before
+
+
+def test_int8_calibration_fills_the_input_as_before_the_thumbnail_rule(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """The int8 graph is cached under its recipe: it must not depend on the thumbnail rule."""
+    import imgclust.features.efficientnet as efficientnet
+    from imgclust.features.quantize import calibration_images
+
+    ex = get_extractor("efficientnet-lite0", runtime="onnx", model_dir=tmp_path)
+    seen: list[np.ndarray] = []
+    monkeypatch.setattr(ex, "_verified_graph", lambda path: b"fp32")
+    monkeypatch.setattr(efficientnet, "quantize_graph", lambda graph, batches: seen.extend(batches) or b"int8")
+    assert ex._quantize_onnx(tmp_path / "int8.onnx") == b"int8"
+    images = list(calibration_images())
+    assert any(ex.thumbnail_size(min(im.size)) for im in images)
+    np.testing.assert_array_equal(np.concatenate(seen), np.stack([ex._fill_input(im) for im in images]))
 
 
 def test_efficientnet_refuses_a_batch_it_was_not_prepared_for():
