@@ -233,6 +233,23 @@ def test_the_outlier_rule_is_the_one_measured_for_the_network() -> None:
         run_checks(X, stats, {"outlier_k": 0})
 
 
+def test_a_run_takes_the_outlier_rule_of_its_network_and_precision(monkeypatch, tmp_path: Path) -> None:
+    """The run hands the checks the precision its network ran at (int8 may fall back to fp32)."""
+    from imgclust.clean import outliers
+    from imgclust.features.pixels import PixelsExtractor
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for s in range(12):
+        scene(s, (64, 48)).save(images / f"p{s:02d}.png")
+    monkeypatch.setattr(outliers, "RULES", {("pixels", "int8"): (3, 7.5), ("pixels", "fp32"): (4, 8.5)})
+    run = imgclust.run(images, tmp_path / "a", features="pixels", k=2, cache=False)
+    assert (run.summary["outliers"]["k"], run.summary["outliers"]["cutoff"]) == (4, 8.5)
+    monkeypatch.setattr(PixelsExtractor, "precision", "int8", raising=False)
+    run = imgclust.run(images, tmp_path / "b", features="pixels", k=2, cache=False)
+    assert (run.summary["outliers"]["k"], run.summary["outliers"]["cutoff"]) == (3, 7.5)
+
+
 def test_exact_copies_do_not_divide_by_zero() -> None:
     sims = np.ones((4, 2), np.float32)
     idx = np.array([[1, 2], [0, 2], [0, 1], [0, 1]])
