@@ -207,6 +207,49 @@ def test_an_image_unlike_the_others_is_the_outlier() -> None:
         outlier_scores(*knn(unit_rows(X), 3), k=0)
 
 
+def test_the_outlier_rule_is_the_one_measured_for_the_network() -> None:
+    """EfficientNet-Lite2 int8 scores unusual pictures lower than Lite0 does: it has its own measured rule
+    (k, cut-off); settings given override it one by one; other features keep the general rule."""
+    from imgclust.clean.outliers import DEFAULT_CUTOFF, DEFAULT_K, RULES, default_rule
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(40, 16)).astype(np.float32)
+    stats = np.stack([image_stats(scene(s, (48, 36))) for s in range(40)])
+    lite2 = RULES[("efficientnet-lite2", "int8")]
+    assert lite2 != (DEFAULT_K, DEFAULT_CUTOFF) and default_rule("efficientnet-lite2", "fp32") == (DEFAULT_K, DEFAULT_CUTOFF)
+
+    def rule(settings: dict | None = None, **kw: object) -> tuple[int, float]:
+        o = run_checks(X, stats, settings, **kw).outliers  # type: ignore[arg-type]
+        return o.k, o.cutoff
+
+    assert rule(features="efficientnet-lite2", precision="int8") == lite2
+    assert rule(features="efficientnet-lite2") == rule(features="efficientnet-lite0", precision="fp32") == (10, 1.5)
+    assert rule(features="pixels") == (DEFAULT_K, DEFAULT_CUTOFF)
+    assert rule({"outlier_k": 5}, features="efficientnet-lite2", precision="int8") == (5, lite2[1])
+    assert rule({"outlier_cutoff": 2.0}, features="efficientnet-lite2", precision="int8") == (lite2[0], 2.0)
+    summary = run_checks(X, stats, features="efficientnet-lite2", precision="int8").summary()["outliers"]
+    assert summary["k"] == lite2[0] and f"{lite2[0]}-th" in summary["rule"]
+    with pytest.raises(ParameterError, match="at least 1; got 0"):
+        run_checks(X, stats, {"outlier_k": 0})
+
+
+def test_a_run_takes_the_outlier_rule_of_its_network_and_precision(monkeypatch, tmp_path: Path) -> None:
+    """The run hands the checks the precision its network ran at (int8 may fall back to fp32)."""
+    from imgclust.clean import outliers
+    from imgclust.features.pixels import PixelsExtractor
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for s in range(12):
+        scene(s, (64, 48)).save(images / f"p{s:02d}.png")
+    monkeypatch.setattr(outliers, "RULES", {("pixels", "int8"): (3, 7.5), ("pixels", "fp32"): (4, 8.5)})
+    run = imgclust.run(images, tmp_path / "a", features="pixels", k=2, cache=False)
+    assert (run.summary["outliers"]["k"], run.summary["outliers"]["cutoff"]) == (4, 8.5)
+    monkeypatch.setattr(PixelsExtractor, "precision", "int8", raising=False)
+    run = imgclust.run(images, tmp_path / "b", features="pixels", k=2, cache=False)
+    assert (run.summary["outliers"]["k"], run.summary["outliers"]["cutoff"]) == (3, 7.5)
+
+
 def test_exact_copies_do_not_divide_by_zero() -> None:
     sims = np.ones((4, 2), np.float32)
     idx = np.array([[1, 2], [0, 2], [0, 1], [0, 1]])

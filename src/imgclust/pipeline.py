@@ -457,6 +457,8 @@ def clean_checks(feats: Features, config: RunConfig, cache: CacheSetting = True,
     from .clean.stage import measure, open_stats_cache, run_checks, run_checks_without_vectors
 
     draft = feats.extractor.draft_size
+    # The precision the network ran at (int8 may have fallen back to fp32): the outlier rule was measured per network.
+    precision = getattr(feats.extractor, "precision", None)
     stats, _ = measure(feats.usable, feats.stats, draft_size=draft, cache=open_stats_cache(cache_root(cache), draft),
                        identity=config.identity, progress=progress)
     if isinstance(feats.X, Rows):
@@ -466,9 +468,10 @@ def clean_checks(feats: Features, config: RunConfig, cache: CacheSetting = True,
                "and near-duplicates by embedding search every image's neighbours among all of them on this "
                "machine: those checks did not run. Run without --backend dask to get them.")
         log.warning("%s", why)
-        return run_checks_without_vectors(stats, config.clean_options, features=config.features, seed=config.seed,
-                                          why=why)
-    return run_checks(feats.X, stats, config.clean_options, features=config.features, seed=config.seed)
+        return run_checks_without_vectors(stats, config.clean_options, features=config.features,
+                                          precision=precision, seed=config.seed, why=why)
+    return run_checks(feats.X, stats, config.clean_options, features=config.features, precision=precision,
+                      seed=config.seed)
 
 
 @holds_out_lock.without_cleanup

@@ -23,7 +23,7 @@ from ..io.decode import decode
 from ..io.discover import ImageRecord
 from .neardup import DEFAULT_NEIGHBOURS, NearDuplicates, find_near_duplicates
 from .neardup import validate as validate_near
-from .outliers import DEFAULT_CUTOFF, DEFAULT_K, Outliers, outlier_scores
+from .outliers import Outliers, default_rule, outlier_scores
 from .quality import (
     N_STATS,
     STATS,
@@ -41,9 +41,11 @@ log = logging.getLogger(__name__)
 DUPLICATES_CSV = "duplicates.csv"
 DUPLICATES_COLUMNS = ("group", "path", "kept", "similarity", "width", "height", "sharpness", "file_size")
 KEEP_RULES = ("largest", "sharpest")
-#: The settings RunConfig.clean_options may hold, with their defaults.
+#: The settings RunConfig.clean_options may hold, with their defaults (None: the one measured for the
+#: run's features: the near-duplicate method's threshold, the outlier rule of
+#: :func:`imgclust.clean.outliers.default_rule`).
 CLEAN_OPTIONS: dict[str, Any] = {"near_duplicates": "auto", "near_duplicate_threshold": None,
-                                 "outlier_k": DEFAULT_K, "outlier_cutoff": DEFAULT_CUTOFF}
+                                 "outlier_k": None, "outlier_cutoff": None}
 
 
 def clean_settings(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -60,6 +62,15 @@ def clean_settings(options: dict[str, Any] | None) -> dict[str, Any]:
 
 # Extractors whose vectors are a network's embedding: the near-duplicate threshold was measured on those.
 NETWORK_FEATURES = ("efficientnet-", "timm:")
+
+
+def outlier_rule(settings: dict[str, Any], features: str, precision: str | None = None) -> tuple[int, float]:
+    """The outlier ``(k, cutoff)`` of a run: those the settings give, each missing one from the rule measured
+    for the features (:func:`imgclust.clean.outliers.default_rule`)."""
+    k, cutoff = default_rule(features, precision)
+    k = k if settings.get("outlier_k") is None else settings["outlier_k"]
+    cutoff = cutoff if settings.get("outlier_cutoff") is None else settings["outlier_cutoff"]
+    return k, cutoff
 
 
 def near_duplicate_method(setting: str, features: str) -> str:
@@ -235,14 +246,16 @@ def pick_kept(rows: Sequence[dict[str, Any]], rule: str = "largest") -> int:
 
 
 def run_checks(X: np.ndarray, stats: np.ndarray, settings: dict[str, Any] | None = None, *,
-               features: str = "efficientnet-lite0", seed: int = 0) -> CleanResult:
+               features: str = "efficientnet-lite0", precision: str | None = None, seed: int = 0) -> CleanResult:
     """Quality flags, near-duplicate groups and outlier scores of n images.
 
     Args:
         X: np.ndarray of shape (n, dim): the run's vectors.
         stats: np.ndarray of shape (n, N_STATS): their quality measurements (:func:`measure`).
         settings: see :data:`CLEAN_OPTIONS` (defaults for missing keys).
-        features: the extractor's name (picks the near-duplicate method when it is ``auto``).
+        features, precision: the extractor's name (picks the near-duplicate method when it is ``auto``) and
+            the precision its network ran at (None: fp32); with it they pick the outlier rule the settings
+            leave open (:func:`outlier_rule`).
 
     One neighbour search serves every check: each image's nearest rows by the cosine of the centred
     vectors (:func:`centred_neighbours`). The outliers rank them so; the near-duplicates by the
@@ -255,7 +268,10 @@ def run_checks(X: np.ndarray, stats: np.ndarray, settings: dict[str, Any] | None
     n = len(X)
     flags = quality_flags(stats)
     m = min(DEFAULT_NEIGHBOURS, n - 1)
-    m_out = min(int(settings["outlier_k"]), n - 1)
+    out_k, out_cutoff = outlier_rule(settings, features, precision)
+    if isinstance(out_k, bool) or not isinstance(out_k, int | np.integer) or out_k < 1:
+        raise ParameterError(f"The outlier neighbour k must be a whole number of at least 1; got {out_k!r}.")
+    m_out = min(int(out_k), n - 1)
     method = settings["near_duplicates"] = near_duplicate_method(settings["near_duplicates"], features)
     validate_near(method, settings["near_duplicate_threshold"])
     threshold = settings["near_duplicate_threshold"]
@@ -280,7 +296,7 @@ def run_checks(X: np.ndarray, stats: np.ndarray, settings: dict[str, Any] | None
         centred = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
     else:
         centred = searched.sims[:, :m_out], searched.idx[:, :m_out]
-    outliers = outlier_scores(*centred, k=int(settings["outlier_k"]), cutoff=float(settings["outlier_cutoff"]))
+    outliers = outlier_scores(*centred, k=int(out_k), cutoff=float(out_cutoff))
     return CleanResult(stats, flags, near, outliers, settings)
 
 
@@ -371,7 +387,8 @@ def _phash_groups(stats: np.ndarray, threshold: float | None, seed: int,
 
 
 def run_checks_without_vectors(stats: np.ndarray, settings: dict[str, Any] | None = None, *,
-                               features: str = "efficientnet-lite0", seed: int = 0, why: str) -> CleanResult:
+                               features: str = "efficientnet-lite0", precision: str | None = None, seed: int = 0,
+                               why: str) -> CleanResult:
     """The checks of :func:`run_checks` that need no neighbour search over the vectors.
 
     Quality flags, and near-duplicates when their method is the perceptual hash; near-duplicate
@@ -385,6 +402,6 @@ def run_checks_without_vectors(stats: np.ndarray, settings: dict[str, Any] | Non
         near = _phash_groups(stats, settings["near_duplicate_threshold"], seed)
     else:
         near = NearDuplicates(np.full(n, -1, np.int64), np.full(n, np.nan, np.float32), method, float(threshold))
-    outliers = Outliers(np.full(n, np.nan, np.float32), np.zeros(n, bool), float(settings["outlier_cutoff"]),
-                        int(settings["outlier_k"]))
+    out_k, out_cutoff = outlier_rule(settings, features, precision)
+    outliers = Outliers(np.full(n, np.nan, np.float32), np.zeros(n, bool), float(out_cutoff), int(out_k))
     return CleanResult(stats, quality_flags(stats), near, outliers, settings, not_run=why)
