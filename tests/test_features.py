@@ -233,3 +233,18 @@ def test_efficientnet_refuses_a_batch_it_was_not_prepared_for():
     ex = get_extractor("efficientnet-lite0")
     with pytest.raises(ValueError, match="uint8 batches of shape"):
         ex.embed(np.zeros((1, 3, 224, 224), np.float32))
+
+
+def test_efficientnet_runs_a_batch_in_parts_with_the_vectors_of_single_images():
+    # embed() splits a batch into one single-threaded run per thread (fewer CPU seconds than one run spread
+    # over the cores); each image's vector is the one it gets alone, bit for bit, whatever the split.
+    pytest.importorskip("onnxruntime")
+    one = get_extractor("efficientnet-lite0", runtime="onnx", threads=1)
+    three = get_extractor("efficientnet-lite0", runtime="onnx", threads=3)
+    batch = np.stack([one.prepare(img) for img in images() + images()[:2]])  # 5 images: parts of 2, 2 and 1
+    alone = np.concatenate([one.embed(batch[i:i + 1]) for i in range(len(batch))])
+    np.testing.assert_array_equal(three.embed(batch), alone)
+    assert three._pool is not None and one._pool is None  # the parts did run on other threads
+    three.close()
+    assert three._pool is None
+    np.testing.assert_array_equal(three.embed(batch[:2]), alone[:2])
