@@ -360,8 +360,12 @@ def centred_neighbours(X: np.ndarray | Rows, k: int, *, seed: int = 0) -> Neighb
         sample = nb.projection_sample(n, seed=seed, rows=nb._PROJECT_ROWS) if n > nb._PROJECT_ROWS else np.arange(n)
         P = nb.leading_directions(_centre(rows.take(sample), mean32)[0], nb.PROJECT_DIMS, seed=seed,
                                   rows=nb._PROJECT_ROWS)
-        parts = list(rows.map_blocks(_projected_block, mean32, P))
-        Y = np.concatenate([p[0] for p in parts])
+        # Each block's projection is put in place as it comes (no second copy of the projected rows).
+        Y = np.empty((n, nb.PROJECT_DIMS), np.float32)
+        norms, along = np.empty(n), np.empty(n)
+        for (start, stop), (y, block_norms, block_along) in zip(
+                rows.blocks(), rows.map_blocks(_projected_block, mean32, P), strict=True):
+            Y[start:stop], norms[start:stop], along[start:stop] = y, block_norms, block_along
         mc = min(n - 1, nb._CANDIDATES * m)
         # The index keeps the projected rows as float16 (see imgclust.neighbors.knn).
         _, cand = nb.NeighborIndex(Y, seed=seed, n_neighbors=mc, half_precision=True).knn_self(mc)
@@ -369,6 +373,7 @@ def centred_neighbours(X: np.ndarray | Rows, k: int, *, seed: int = 0) -> Neighb
         found = list(rows.map_blocks(_rerank_block, mean32, m, rows.reader(), split=(cand,)))
         sims = np.concatenate([f[0] for f in found])
         idx = np.concatenate([f[1] for f in found])
+        return Neighbours(sims, idx, norms, along, float(mean @ mean))
     norms = np.concatenate([p[1] for p in parts])
     along = np.concatenate([p[2] for p in parts])
     return Neighbours(sims, idx, norms, along, float(mean @ mean))
