@@ -60,6 +60,8 @@ _PROJECT_ROWS = 5_000
 _CANDIDATES = 2
 _RERANK_CHUNK = 2_048
 _CALIBRATION_QUERIES = 256
+# Queries per search in NeighborIndex.knn_self (its per-query arrays are then at most ~16 MB a chunk).
+_SELF_CHUNK = 65_536
 _TRAIN_PER_LIST = 32
 
 
@@ -233,14 +235,19 @@ class NeighborIndex:
         m = _check_m(n_neighbors, len(self.Z), self_excluded=True)
         if self.exact:
             return _exact_search(self.Z, self.Z, m, self_offset=0)
-        sims, idx = self._ivf_search(self.Z, m + 1)
-        rows = np.arange(len(self.Z))[:, None]
-        is_self = idx == rows
-        # Drop the row itself where found; otherwise drop the last (least similar) neighbour.
-        drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), m)
-        keep = np.ones_like(idx, dtype=bool)
-        keep[np.arange(len(idx)), drop] = False
-        return sims[keep].reshape(len(idx), m), idx[keep].reshape(len(idx), m)
+        n = len(self.Z)
+        out_sims = np.empty((n, m), dtype=np.float32)
+        out_idx = np.empty((n, m), dtype=np.int64)
+        for start in range(0, n, _SELF_CHUNK):  # in chunks, so the search's own arrays stay small
+            sims, idx = self._ivf_search(self.Z[start:start + _SELF_CHUNK], m + 1)
+            is_self = idx == np.arange(start, start + len(idx))[:, None]
+            # Drop the row itself where found; otherwise drop the last (least similar) neighbour.
+            drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), m)
+            keep = np.ones_like(idx, dtype=bool)
+            keep[np.arange(len(idx)), drop] = False
+            out_sims[start:start + len(idx)] = sims[keep].reshape(len(idx), m)
+            out_idx[start:start + len(idx)] = idx[keep].reshape(len(idx), m)
+        return out_sims, out_idx
 
     def __getstate__(self) -> dict[str, Any]:
         # A faiss index does not pickle; its serialised bytes do (the Dask backend sends indexes to workers).
