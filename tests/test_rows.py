@@ -155,3 +155,22 @@ def test_centred_neighbours_of_rows_held_elsewhere_equal_in_memory(small_blocks:
     recall = np.mean([len(set(a) & set(b)) / 12 for a, b in zip(truth.tolist(), there.idx.tolist(), strict=True)])
     assert recall >= (0.95 if projected else 1.0)
     np.testing.assert_allclose(there.sims, np.take_along_axis(S, there.idx, axis=1), atol=1e-5)
+
+
+def test_the_clean_search_projects_a_block_alike_on_any_number_of_threads() -> None:
+    """A Dask worker runs one BLAS thread and this process several: the projection of a block must not
+    depend on it (its last bits change which candidates the index finds)."""
+    from threadpoolctl import threadpool_limits
+
+    from imgclust.clean.stage import _projected_block
+
+    rng = np.random.default_rng(0)
+    block = rng.normal(size=(16_384, 1_200)).astype(np.float32)
+    mean = block.mean(axis=0)
+    P = np.linalg.qr(rng.normal(size=(1_200, 128)))[0].astype(np.float32)
+    with threadpool_limits(limits=1):
+        one = _projected_block(0, block, mean, P)
+    with threadpool_limits(limits=4):
+        several = _projected_block(0, block, mean, P)
+    for a, b in zip(one, several, strict=True):
+        np.testing.assert_array_equal(a, b)

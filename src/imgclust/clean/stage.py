@@ -379,11 +379,21 @@ def centred_neighbours(X: np.ndarray | Rows, k: int, *, seed: int = 0) -> Neighb
     return Neighbours(sims, idx, norms, along, float(mean @ mean))
 
 
+def _one_thread() -> Any:
+    """The matrix products of the search's blocks on one thread: a product's last bits depend on how many
+    threads share it, and a Dask worker runs one while this process may run several (a last bit can
+    change which candidates the index finds)."""
+    from ..cluster.kmeans import _thread_controller
+
+    return _thread_controller().limit(limits=1)
+
+
 def _centre(block: np.ndarray, mean32: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows centred on the mean and scaled to unit length, their centred lengths and inner products with the mean."""
     Zc = np.asarray(block, dtype=np.float32) - mean32  # a new array: scaled in place below
     norms = np.linalg.norm(Zc, axis=1).astype(np.float64)
-    along = (Zc @ mean32).astype(np.float64)
+    with _one_thread():
+        along = (Zc @ mean32).astype(np.float64)
     Zc /= np.maximum(norms, 1e-12).astype(np.float32)[:, None]
     return Zc, norms, along
 
@@ -403,7 +413,8 @@ def _projected_block(start: int, block: np.ndarray, mean32: np.ndarray,
     from ..neighbors import unit_rows
 
     Zc, norms, along = _centre(block, mean32)
-    return unit_rows(Zc @ P), norms, along
+    with _one_thread():
+        return unit_rows(Zc @ P), norms, along
 
 
 def _rerank_block(start: int, block: np.ndarray, cand: np.ndarray, mean32: np.ndarray, m: int,
