@@ -229,8 +229,6 @@ def main() -> int:
             print(f"{name:<18}{r['seconds']:>9.1f}{r['peak_rss'] / 2**30:>14.2f}{r['peak_rss'] / vector_bytes:>11.2f}"
                   f"{workers:>13}{summary['k']:>4}")
             print(f"    stages: {summary['timings']}")
-            if "clean_not_run" in summary:
-                print(f"    {summary['clean_not_run']}")
         if "local" in runs:
             ari = evaluate(clusters(work / "out-local"), clusters(work / "out-dask"))["ari"]
             print(f"same clusters as the local run: adjusted Rand index {ari:.6f}")

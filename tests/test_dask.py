@@ -190,8 +190,13 @@ def test_dask_run_equals_local_run(backend, client, tmp_path: Path) -> None:
 def test_dask_run_of_many_images_leaves_the_vectors_in_the_store(backend, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Above ``max_client_rows`` images the vectors stay in the store and the workers search, vote, add up
-    and measure the rows outside the graph's sample: the same k, clusters, centres and map as a local run.
-    The neighbour checks (outliers) did not run, and summary.json says so."""
+    and measure the rows outside the graph's sample, and rank each row's neighbour candidates for the
+    clean checks (reading the candidates' rows from the store): the same k, clusters, centres, map,
+    outlier scores and near-duplicate groups as a local run."""
+    import imgclust.neighbors as nb
+
+    monkeypatch.setattr(nb, "EXACT_BELOW", 50)  # the clean checks' search by projected candidates:
+    monkeypatch.setattr(nb, "PROJECT_DIMS", 32)  # fewer directions than the 120 rows
     images = draw_folder(tmp_path / "images", per_class=40, size=(24, 18))
     settings = {"features": "pixels", "seed": 5, "k": 3, "method_options": {"sample_size": 100}}
     local = imgclust.run(images, tmp_path / "local", cache=tmp_path / "cache-local", **settings)
@@ -205,9 +210,14 @@ def test_dask_run_of_many_images_leaves_the_vectors_in_the_store(backend, tmp_pa
     np.testing.assert_allclose(remote.clustering.distances, local.clustering.distances, rtol=1e-5, atol=1e-5)
     with np.load(tmp_path / "local" / "report-data.npz") as a, np.load(tmp_path / "dask" / "report-data.npz") as b:
         np.testing.assert_allclose(a["coords"], b["coords"], rtol=1e-4, atol=1e-4)
-    assert "did not run" in remote.summary["clean_not_run"] and "clean_not_run" not in local.summary
+    assert remote.summary["outliers"] == local.summary["outliers"]
+    assert remote.summary["near_duplicates"] == local.summary["near_duplicates"]
+    columns = ("path", "outlier_score", "outlier", "near_duplicate_group")
+    with open(tmp_path / "local" / "assignments.csv", encoding="utf-8") as fh:
+        want = [tuple(r[c] for c in columns) for r in csv.DictReader(fh)]
     with open(tmp_path / "dask" / "assignments.csv", encoding="utf-8") as fh:
-        assert {r["outlier_score"] for r in csv.DictReader(fh) if r["status"] == "ok"} == {""}
+        got = [tuple(r[c] for c in columns) for r in csv.DictReader(fh)]
+    assert got == want and any(row[1] for row in got)
 
 
 @pytest.mark.distributed

@@ -125,3 +125,52 @@ def test_neighbor_index_pickles_with_its_faiss_index() -> None:
     assert copy.nprobe == index.nprobe
     for a, b in zip(index.search(Z[:50], 5), copy.search(Z[:50], 5), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("projected", [True, False], ids=["projected-candidates", "search-here"])
+def test_centred_neighbours_of_rows_held_elsewhere_equal_in_memory(small_blocks: None, monkeypatch: pytest.MonkeyPatch,
+                                                                  projected: bool) -> None:
+    """The clean checks' neighbour search over rows held elsewhere: mean, projection and candidate ranking
+    run block by block where the rows are (each block reading its candidates' rows there), this process
+    reads only the projection's sample, and every number equals the in-memory search's."""
+    import imgclust.neighbors as nb
+    from imgclust.clean.stage import centred_neighbours
+
+    monkeypatch.setattr(nb, "EXACT_BELOW", 200 if projected else 10_000)
+    monkeypatch.setattr(nb, "_PROJECT_ROWS", 150)
+    rng = np.random.default_rng(4)  # 160 values a row with 40 directions of structure (as image vectors have few)
+    X = (blobs(600, d=40, k=6) @ rng.normal(size=(40, 160)) + rng.normal(0, 0.1, (600, 160))).astype(np.float32)
+    here = centred_neighbours(X, 12, seed=1)
+    rows = ElsewhereRows(X)
+    there = centred_neighbours(rows, 12, seed=1)
+    assert rows.taken == (150 if projected else 0)
+    for name in ("sims", "idx", "norms", "along"):
+        np.testing.assert_array_equal(getattr(there, name), getattr(here, name), err_msg=name)
+    assert there.mean_sq == here.mean_sq
+    # The neighbours the exact centred cosine gives (the projection's candidates miss few), with their exact cosines.
+    Zc = unit_rows(X - X.astype(np.float64).mean(axis=0))
+    S = Zc @ Zc.T
+    np.fill_diagonal(S, -np.inf)
+    truth = np.argsort(-S, axis=1)[:, :12]
+    recall = np.mean([len(set(a) & set(b)) / 12 for a, b in zip(truth.tolist(), there.idx.tolist(), strict=True)])
+    assert recall >= (0.95 if projected else 1.0)
+    np.testing.assert_allclose(there.sims, np.take_along_axis(S, there.idx, axis=1), atol=1e-5)
+
+
+def test_the_clean_search_projects_a_block_alike_on_any_number_of_threads() -> None:
+    """A Dask worker runs one BLAS thread and this process several: the projection of a block must not
+    depend on it (its last bits change which candidates the index finds)."""
+    from threadpoolctl import threadpool_limits
+
+    from imgclust.clean.stage import _projected_block
+
+    rng = np.random.default_rng(0)
+    block = rng.normal(size=(16_384, 1_200)).astype(np.float32)
+    mean = block.mean(axis=0)
+    P = np.linalg.qr(rng.normal(size=(1_200, 128)))[0].astype(np.float32)
+    with threadpool_limits(limits=1):
+        one = _projected_block(0, block, mean, P)
+    with threadpool_limits(limits=4):
+        several = _projected_block(0, block, mean, P)
+    for a, b in zip(one, several, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,8 @@ _PROJECT_ROWS = 5_000
 _CANDIDATES = 2
 _RERANK_CHUNK = 2_048
 _CALIBRATION_QUERIES = 256
+# Queries per search in NeighborIndex.knn_self (its per-query arrays are then at most ~16 MB a chunk).
+_SELF_CHUNK = 65_536
 _TRAIN_PER_LIST = 32
 
 
@@ -232,14 +235,19 @@ class NeighborIndex:
         m = _check_m(n_neighbors, len(self.Z), self_excluded=True)
         if self.exact:
             return _exact_search(self.Z, self.Z, m, self_offset=0)
-        sims, idx = self._ivf_search(self.Z, m + 1)
-        rows = np.arange(len(self.Z))[:, None]
-        is_self = idx == rows
-        # Drop the row itself where found; otherwise drop the last (least similar) neighbour.
-        drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), m)
-        keep = np.ones_like(idx, dtype=bool)
-        keep[np.arange(len(idx)), drop] = False
-        return sims[keep].reshape(len(idx), m), idx[keep].reshape(len(idx), m)
+        n = len(self.Z)
+        out_sims = np.empty((n, m), dtype=np.float32)
+        out_idx = np.empty((n, m), dtype=np.int64)
+        for start in range(0, n, _SELF_CHUNK):  # in chunks, so the search's own arrays stay small
+            sims, idx = self._ivf_search(self.Z[start:start + _SELF_CHUNK], m + 1)
+            is_self = idx == np.arange(start, start + len(idx))[:, None]
+            # Drop the row itself where found; otherwise drop the last (least similar) neighbour.
+            drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), m)
+            keep = np.ones_like(idx, dtype=bool)
+            keep[np.arange(len(idx)), drop] = False
+            out_sims[start:start + len(idx)] = sims[keep].reshape(len(idx), m)
+            out_idx[start:start + len(idx)] = idx[keep].reshape(len(idx), m)
+        return out_sims, out_idx
 
     def __getstate__(self) -> dict[str, Any]:
         # A faiss index does not pickle; its serialised bytes do (the Dask backend sends indexes to workers).
@@ -309,11 +317,15 @@ def leading_directions(Z: np.ndarray, dims: int, *, seed: int = 0, rows: int = _
     Returns:
         np.ndarray of shape (n_features, dims), float32: ``Z @ P`` projects rows onto them.
     """
-    rng = np.random.default_rng(seed)
-    S = Z if len(Z) <= rows else Z[np.sort(rng.permutation(len(Z))[:rows])]
+    S = Z if len(Z) <= rows else Z[projection_sample(len(Z), seed=seed, rows=rows)]
     S = np.asarray(S, dtype=np.float64)
     _, vecs = np.linalg.eigh(S.T @ S)
     return np.ascontiguousarray(vecs[:, ::-1][:, :dims], dtype=np.float32)
+
+
+def projection_sample(n: int, *, seed: int = 0, rows: int = _PROJECT_ROWS) -> np.ndarray:
+    """The sorted rows (of ``n`` > ``rows``) whose leading directions :func:`leading_directions` finds."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:rows])
 
 
 def rerank(Z: np.ndarray, cand: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -327,12 +339,26 @@ def rerank(Z: np.ndarray, cand: np.ndarray, m: int) -> tuple[np.ndarray, np.ndar
     Returns:
         (sims, idx) of shape (n_samples, m), as :func:`knn` returns them.
     """
-    n = len(Z)
+    return rerank_queries(Z, cand, m, lambda rows: Z[rows])
+
+
+def rerank_queries(Q: np.ndarray, cand: np.ndarray, m: int,
+                   read: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rerank` of the query rows ``Q`` (unit rows) whose candidates' unit rows ``read`` returns.
+
+    Args:
+        Q: np.ndarray of shape (n_queries, n_features); cand: (n_queries, c) int64 candidates (-1: none).
+        read: the unit rows at sorted, distinct row indices (rows elsewhere: read where they are held).
+
+    Candidates are read a chunk of queries at a time, so at most ``2,048 x c`` rows are held at once.
+    """
+    n = len(Q)
     sims = np.empty((n, m), dtype=np.float32)
     idx = np.empty((n, m), dtype=np.int64)
     for start in range(0, n, _RERANK_CHUNK):
         c = cand[start:start + _RERANK_CHUNK]
-        s = np.einsum("ij,ikj->ik", Z[start:start + len(c)], Z[np.maximum(c, 0)])
+        wanted, where = np.unique(np.maximum(c, 0).ravel(), return_inverse=True)
+        s = np.einsum("ij,ikj->ik", Q[start:start + len(c)], read(wanted)[where.reshape(c.shape)])
         s = np.where(c >= 0, s, -np.inf).astype(np.float32)
         order = np.lexsort((c, -s), axis=1)[:, :m]
         idx[start:start + len(c)] = np.take_along_axis(c, order, axis=1)

@@ -372,9 +372,7 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
     vectors = vectors_identity(feats, config, cache)
     with timer.stage("clean"):
         key = results_key(vectors, stage="clean", clean=clean_settings(config.clean_options),
-                          features=config.features, draft_size=feats.extractor.draft_size, seed=config.seed,
-                          # vectors left on Dask workers: the neighbour checks do not run (clean_checks)
-                          neighbour_checks=not isinstance(feats.X, Rows))
+                          features=config.features, draft_size=feats.extractor.draft_size, seed=config.seed)
         cleaned = cached_result(results, "clean", key, CLEAN_TYPES,
                                 lambda: clean_checks(feats, config, cache, progress), from_cache)
     claim_out_dir(out_dir, "This folder holds the outputs of an imgclust run.\n")
@@ -454,22 +452,13 @@ def run(images_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], con
 def clean_checks(feats: Features, config: RunConfig, cache: CacheSetting = True,
                  progress: Progress | None = None) -> CleanResult:
     """Quality flags, near-duplicate groups and outlier scores of the usable images (see :mod:`imgclust.clean`)."""
-    from .clean.stage import measure, open_stats_cache, run_checks, run_checks_without_vectors
+    from .clean.stage import measure, open_stats_cache, run_checks
 
     draft = feats.extractor.draft_size
     # The precision the network ran at (int8 may have fallen back to fp32): the outlier rule was measured per network.
     precision = getattr(feats.extractor, "precision", None)
     stats, _ = measure(feats.usable, feats.stats, draft_size=draft, cache=open_stats_cache(cache_root(cache), draft),
                        identity=config.identity, progress=progress)
-    if isinstance(feats.X, Rows):
-        # Every image's neighbours among all images would need every vector here (or a distributed
-        # search, which the Dask backend does not have yet): left out, and said so.
-        why = (f"The {len(feats.X):,} vectors stayed in the store the Dask workers read, and the outlier scores "
-               "and near-duplicates by embedding search every image's neighbours among all of them on this "
-               "machine: those checks did not run. Run without --backend dask to get them.")
-        log.warning("%s", why)
-        return run_checks_without_vectors(stats, config.clean_options, features=config.features,
-                                          precision=precision, seed=config.seed, why=why)
     return run_checks(feats.X, stats, config.clean_options, features=config.features, precision=precision,
                       seed=config.seed)
 

@@ -144,6 +144,18 @@ def read_block(folder: str, dim: int, segments: np.ndarray, rows: np.ndarray) ->
     return worker_store(folder, dim).read_located(segments, rows)
 
 
+class LocatedReader:
+    """Reads rows by index from the embedding store in ``folder`` where it runs (see :meth:`StoreRows.reader`);
+    pickles as the folder and each row's place (16 bytes a row), not the vectors."""
+
+    def __init__(self, folder: str, dim: int, segments: np.ndarray, rows: np.ndarray) -> None:
+        self.folder, self.dim, self.segments, self.rows = folder, dim, segments, rows
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        return read_block(self.folder, self.dim, self.segments[idx], self.rows[idx])
+
+
 def run_block(folder: str, dim: int, segments: np.ndarray, rows: np.ndarray, start: int, fn: BlockFn,
               pieces: list[np.ndarray], shared: tuple[Any, ...]) -> Any:
     """Runs on a worker: read one block of rows from the store and call ``fn`` on it (see :class:`StoreRows`)."""
@@ -248,6 +260,9 @@ class StoreRows(Rows):
                         for start, stop in self.blocks())
         while pending:  # in block order; each result is let go once taken
             yield pending.popleft().result()
+
+    def reader(self) -> LocatedReader:
+        return LocatedReader(self.folder, self.dim, self.segments, self.rows)
 
     def assigner(self, chunk_size: int) -> DaskAssigner:
         client = self.backend.client

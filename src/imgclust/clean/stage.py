@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from .quality import (
     quality_flags,
     thumbnails,
 )
+
+if TYPE_CHECKING:
+    from ..cluster.rows import Rows
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +161,6 @@ class CleanResult:
         flags: the quality flags of each image.
         near: the near-duplicate groups; outliers: the outlier scores.
         settings: the clean settings used.
-        not_run: why the checks that search the vectors' neighbours (near-duplicates by embedding,
-            outlier scores) did not run, or empty when they did (:func:`run_checks_without_vectors`).
     """
 
     stats: np.ndarray
@@ -167,7 +168,6 @@ class CleanResult:
     near: NearDuplicates
     outliers: Outliers
     settings: dict[str, Any]
-    not_run: str = ""  # why the checks that search the vectors' neighbours did not run (empty: they ran)
 
     def columns(self) -> dict[str, list[Any]]:
         """The new columns of assignments.csv (one value per usable image)."""
@@ -181,7 +181,7 @@ class CleanResult:
     def summary(self) -> dict[str, Any]:
         """The counts written to summary.json."""
         counts = quality_counts(self.flags)
-        return ({"clean_not_run": self.not_run} if self.not_run else {}) | {
+        return {
             "quality_counts": counts,
             "n_quality_flagged": sum(1 for f in self.flags if f),
             "near_duplicates": {"method": self.near.method,
@@ -245,12 +245,13 @@ def pick_kept(rows: Sequence[dict[str, Any]], rule: str = "largest") -> int:
     return max(order, key=key)
 
 
-def run_checks(X: np.ndarray, stats: np.ndarray, settings: dict[str, Any] | None = None, *,
+def run_checks(X: np.ndarray | Rows, stats: np.ndarray, settings: dict[str, Any] | None = None, *,
                features: str = "efficientnet-lite0", precision: str | None = None, seed: int = 0) -> CleanResult:
     """Quality flags, near-duplicate groups and outlier scores of n images.
 
     Args:
-        X: np.ndarray of shape (n, dim): the run's vectors.
+        X: np.ndarray of shape (n, dim), or Rows: the run's vectors (Rows held elsewhere, such as the
+            Dask backend's, stay there: see :func:`centred_neighbours`).
         stats: np.ndarray of shape (n, N_STATS): their quality measurements (:func:`measure`).
         settings: see :data:`CLEAN_OPTIONS` (defaults for missing keys).
         features, precision: the extractor's name (picks the near-duplicate method when it is ``auto``) and
@@ -289,8 +290,10 @@ def run_checks(X: np.ndarray, stats: np.ndarray, settings: dict[str, Any] | None
             sims, idx = searched.raw_cosines(m)
             keep = ~low[:, None] & ~low[np.clip(idx, 0, None)] & (idx >= 0)
             pairs = (np.where(keep, sims, -np.inf).astype(np.float32), idx)
-        near = find_near_duplicates(X, method=method, threshold=threshold, seed=seed, knn_result=pairs,
-                                    thumbs=thumbnails(stats))
+        # The search's pairs are given: the vectors are not read again (only their count), so rows held
+        # elsewhere need not come here.
+        near = find_near_duplicates(X if isinstance(X, np.ndarray) else np.zeros((n, 0), np.float32), method=method,
+                                    threshold=threshold, seed=seed, knn_result=pairs, thumbs=thumbnails(stats))
     # Outliers on the centred vectors (see imgclust.clean.outliers).
     if m_out < 1 or searched is None:
         centred = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
@@ -337,22 +340,104 @@ class Neighbours:
         return np.take_along_axis(cos, order, axis=1), np.take_along_axis(self.idx, order, axis=1)
 
 
-def centred_neighbours(X: np.ndarray, k: int, *, seed: int = 0) -> Neighbours:
-    """Each row's ``k`` nearest other rows by the cosine of the vectors centred on their mean
-    (:func:`imgclust.neighbors.knn`: exact in blocks below its size, approximate above).
+def centred_neighbours(X: np.ndarray | Rows, k: int, *, seed: int = 0) -> Neighbours:
+    """Each row's ``k`` nearest other rows by the cosine of the vectors centred on their mean.
+
+    The search of :func:`imgclust.neighbors.knn` (exact in blocks below its size; above, candidates
+    from a faiss IVF index over the rows projected onto their leading directions, ranked by their
+    exact cosine), run block by block over :class:`~imgclust.cluster.rows.Rows`, so the rows may stay
+    where they are held (the Dask backend's store): this process holds the mean, the projection's
+    sample, the projected rows (``PROJECT_DIMS`` float32 values a row) and the per-row results; each
+    block's candidates are ranked where the block is read, their rows read there too.
 
     Args:
-        X: np.ndarray of shape (n, dim), n >= 2; k: 1 <= k < n.
+        X: np.ndarray of shape (n, dim), or Rows, n >= 2; k: 1 <= k < n.
     """
-    from ..neighbors import knn
+    from .. import neighbors as nb
+    from ..cluster.rows import as_rows
 
-    mean = np.asarray(X, dtype=np.float64).mean(axis=0)
-    Zc = np.asarray(X, dtype=np.float32) - mean.astype(np.float32)  # a new array: scaled in place below
+    rows = as_rows(X)
+    n = rows.n
+    if n < 2:
+        raise ParameterError(f"The neighbour search needs at least 2 rows; got {n}.")
+    m = nb._check_m(k, n, self_excluded=True)
+    total = np.zeros(rows.dim, dtype=np.float64)
+    for part in rows.map_blocks(_sum_block):
+        total += part
+    mean = total / n
+    mean32 = mean.astype(np.float32)
+    if n < nb.EXACT_BELOW or rows.dim <= nb.PROJECT_DIMS or n <= nb.PROJECT_DIMS:
+        # Small (or narrow) enough to search here: the centred rows, at most EXACT_BELOW x dim values
+        # (or n x PROJECT_DIMS, the size of the projection below).
+        parts = list(rows.map_blocks(_centred_block, mean32))
+        Zc = np.concatenate([p[0] for p in parts])
+        sims, idx = nb.knn(Zc, m, seed=seed)
+    else:
+        sample = nb.projection_sample(n, seed=seed, rows=nb._PROJECT_ROWS) if n > nb._PROJECT_ROWS else np.arange(n)
+        P = nb.leading_directions(_centre(rows.take(sample), mean32)[0], nb.PROJECT_DIMS, seed=seed,
+                                  rows=nb._PROJECT_ROWS)
+        # Each block's projection is put in place as it comes (no second copy of the projected rows).
+        Y = np.empty((n, nb.PROJECT_DIMS), np.float32)
+        norms, along = np.empty(n), np.empty(n)
+        for (start, stop), (y, block_norms, block_along) in zip(
+                rows.blocks(), rows.map_blocks(_projected_block, mean32, P), strict=True):
+            Y[start:stop], norms[start:stop], along[start:stop] = y, block_norms, block_along
+        mc = min(n - 1, nb._CANDIDATES * m)
+        # The index keeps the projected rows as float16 (see imgclust.neighbors.knn).
+        _, cand = nb.NeighborIndex(Y, seed=seed, n_neighbors=mc, half_precision=True).knn_self(mc)
+        del Y
+        found = list(rows.map_blocks(_rerank_block, mean32, m, rows.reader(), split=(cand,)))
+        sims = np.concatenate([f[0] for f in found])
+        idx = np.concatenate([f[1] for f in found])
+        return Neighbours(sims, idx, norms, along, float(mean @ mean))
+    norms = np.concatenate([p[1] for p in parts])
+    along = np.concatenate([p[2] for p in parts])
+    return Neighbours(sims, idx, norms, along, float(mean @ mean))
+
+
+def _one_thread() -> Any:
+    """The matrix products of the search's blocks on one thread: a product's last bits depend on how many
+    threads share it, and a Dask worker runs one while this process may run several (a last bit can
+    change which candidates the index finds)."""
+    from ..cluster.kmeans import _thread_controller
+
+    return _thread_controller().limit(limits=1)
+
+
+def _centre(block: np.ndarray, mean32: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows centred on the mean and scaled to unit length, their centred lengths and inner products with the mean."""
+    Zc = np.asarray(block, dtype=np.float32) - mean32  # a new array: scaled in place below
     norms = np.linalg.norm(Zc, axis=1).astype(np.float64)
-    along = Zc @ mean.astype(np.float32)
+    with _one_thread():
+        along = (Zc @ mean32).astype(np.float64)
     Zc /= np.maximum(norms, 1e-12).astype(np.float32)[:, None]
-    sims, idx = knn(Zc, k, seed=seed)
-    return Neighbours(sims, idx, norms, along.astype(np.float64), float(mean @ mean))
+    return Zc, norms, along
+
+
+# Block functions of centred_neighbours (they may run on a Dask worker).
+
+def _sum_block(start: int, block: np.ndarray) -> np.ndarray:
+    return block.sum(axis=0, dtype=np.float64)
+
+
+def _centred_block(start: int, block: np.ndarray, mean32: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _centre(block, mean32)
+
+
+def _projected_block(start: int, block: np.ndarray, mean32: np.ndarray,
+                     P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from ..neighbors import unit_rows
+
+    Zc, norms, along = _centre(block, mean32)
+    with _one_thread():
+        return unit_rows(Zc @ P), norms, along
+
+
+def _rerank_block(start: int, block: np.ndarray, cand: np.ndarray, mean32: np.ndarray, m: int,
+                  read: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    from ..neighbors import rerank_queries
+
+    return rerank_queries(_centre(block, mean32)[0], cand, m, lambda idx: _centre(read(idx), mean32)[0])
 
 
 def _phash_groups(stats: np.ndarray, threshold: float | None, seed: int,
@@ -384,24 +469,3 @@ def _phash_groups(stats: np.ndarray, threshold: float | None, seed: int,
         sub = find_near_duplicates(H, method="phash", threshold=threshold, seed=seed, knn_result=nearest)
         group[known], similarity[known] = sub.group, sub.similarity
     return NearDuplicates(group, similarity, "phash", t)
-
-
-def run_checks_without_vectors(stats: np.ndarray, settings: dict[str, Any] | None = None, *,
-                               features: str = "efficientnet-lite0", precision: str | None = None, seed: int = 0,
-                               why: str) -> CleanResult:
-    """The checks of :func:`run_checks` that need no neighbour search over the vectors.
-
-    Quality flags, and near-duplicates when their method is the perceptual hash; near-duplicate
-    groups by embedding and outlier scores are left out (no group, no score), and ``why`` says so.
-    """
-    settings = clean_settings(settings)
-    n = len(stats)
-    method = settings["near_duplicates"] = near_duplicate_method(settings["near_duplicates"], features)
-    threshold = validate_near(method, settings["near_duplicate_threshold"])
-    if method == "phash":
-        near = _phash_groups(stats, settings["near_duplicate_threshold"], seed)
-    else:
-        near = NearDuplicates(np.full(n, -1, np.int64), np.full(n, np.nan, np.float32), method, float(threshold))
-    out_k, out_cutoff = outlier_rule(settings, features, precision)
-    outliers = Outliers(np.full(n, np.nan, np.float32), np.zeros(n, bool), float(out_cutoff), int(out_k))
-    return CleanResult(stats, quality_flags(stats), near, outliers, settings, not_run=why)

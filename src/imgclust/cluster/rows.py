@@ -74,6 +74,15 @@ class Rows(ABC):
     def assigner(self, chunk_size: int) -> Assigner:
         """A k-means :class:`~imgclust.cluster.kmeans.Assigner` over these rows (see :func:`fit_kmeans`)."""
 
+    def reader(self) -> Callable[[np.ndarray], np.ndarray]:
+        """A function that reads the rows at sorted indices wherever it runs (a block function can take it
+        as a shared argument to read rows outside its block: the candidates of a neighbour search).
+
+        This one calls :meth:`take`; a holder whose blocks run in other processes gives one that reads
+        there (the Dask backend's reads the embedding store on the worker).
+        """
+        return self.take
+
 
 class ArrayRows(Rows):
     """Rows held by this process: an array, or a memory-mapped ``.npy`` read block by block."""
