@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -65,6 +66,16 @@ def draw_classes(root: Path, per_class: int) -> Path:
     for c, (name, (color, shape)) in enumerate(CLASSES.items()):
         for i in range(per_class):
             draw_image(root / name / f"{name}_{i}.png", color=color, shape=shape, seed=10 * c + i)
+    return root
+
+
+def photos_with_a_copy(root: Path, per_class: int, ext: str = ".png") -> Path:
+    """Three colours, ``per_class`` images each of one size (40 x 30, so every file's size collides with
+    another's), in folders c0, c1, c2, plus ``c0/copy of img_0{ext}``, an exact duplicate."""
+    for c, color in enumerate([(220, 30, 30), (30, 200, 40), (30, 40, 220)]):
+        for i in range(per_class):
+            draw_image(root / f"c{c}" / f"img_{i}{ext}", color=color, seed=10 * c + i, size=(40, 30))
+    shutil.copy(root / "c0" / f"img_0{ext}", root / "c0" / f"copy of img_0{ext}")
     return root
 
 

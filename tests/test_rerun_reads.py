@@ -5,25 +5,19 @@ whatever the folder's size) are read again."""
 from __future__ import annotations
 
 import builtins
-import shutil
 import traceback
 from pathlib import Path
 
 import pytest
 
 import imgclust
-from conftest import draw_image
+from conftest import draw_image, photos_with_a_copy
 
 
 @pytest.fixture()
 def photos_with_copies(tmp_path: Path) -> Path:
-    root = tmp_path / "photos"
-    for c, color in enumerate([(220, 30, 30), (30, 200, 40), (30, 40, 220)]):
-        for i in range(5):
-            # one size for all: every file's size collides with another's, so duplicate detection looks at all
-            draw_image(root / f"c{c}" / f"img_{i}.bmp", color=color, seed=10 * c + i, size=(40, 30))
-    shutil.copy(root / "c0" / "img_0.bmp", root / "c0" / "copy of img_0.bmp")
-    return root
+    # one size for all: every file's size collides with another's, so duplicate detection looks at all
+    return photos_with_a_copy(tmp_path / "photos", 5, ".bmp")
 
 
 def _reads_of(folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:

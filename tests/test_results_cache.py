@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import imgclust
-from conftest import draw_image, run_cli
+from conftest import draw_image, photos_with_a_copy, run_cli
 from imgclust.cluster import ClusterResult
 from imgclust.store import results as results_mod
 from imgclust.store.results import RESULTS_DIR, ResultsCache, results_key, vectors_id
@@ -31,12 +31,7 @@ OUTPUTS = ("assignments.csv", "duplicates.csv", "sweep.csv", "confusion.csv", "r
 
 @pytest.fixture()
 def folder(tmp_path: Path) -> Path:
-    root = tmp_path / "photos"
-    for c, color in enumerate([(220, 30, 30), (30, 200, 40), (30, 40, 220)]):
-        for i in range(7):
-            draw_image(root / f"c{c}" / f"img_{i}.png", color=color, seed=10 * c + i, size=(40, 30))
-    shutil.copy(root / "c0" / "img_0.png", root / "c0" / "copy of img_0.png")  # an exact duplicate
-    return root
+    return photos_with_a_copy(tmp_path / "photos", 7)
 
 
 def _summary(out: Path) -> dict[str, Any]:
