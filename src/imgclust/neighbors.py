@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 # Exact search below this many rows: 20,000 x 20,000 x 1280 is about 1e12 multiply-adds, ~10-20 s on
 # two cores; above it the IVF index is faster and its cost grows roughly as n^1.5 instead of n^2.
 EXACT_BELOW = 20_000
-# Similarity blocks of at most this many float32 entries (128 MB), so memory stays bounded.
-_BLOCK_ENTRIES = 1 << 25
+# Similarity blocks of at most this many float32 entries (32 MB), so memory stays bounded (with the
+# partial sort's temporaries, a block costs a few times its size: the Dask client's peak depends on it).
+_BLOCK_ENTRIES = 1 << 23
 TARGET_RECALL = 0.95
 # At most this many lists visited per query: a query then reads about 16 sqrt(n) rows, so the search
 # stays near n^1.5 even on data with little structure (noise, drawn test images), where no nprobe
