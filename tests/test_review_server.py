@@ -181,8 +181,11 @@ def test_edit_routes_and_errors(server: ReviewServer) -> None:
 
 def _start_cli(out: Path, *args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    # Ctrl-C's signal as a terminal sends it: a test suite started in the background by a shell without job
+    # control inherits SIGINT ignored, and Python then leaves it ignored in the child too.
     return subprocess.Popen([sys.executable, "-m", "imgclust", "review", str(out), "--no-browser", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_url(proc: subprocess.Popen[str]) -> str:
