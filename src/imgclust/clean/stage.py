@@ -370,8 +370,9 @@ def centred_neighbours(X: np.ndarray | Rows, k: int, *, seed: int = 0) -> Neighb
         # Small (or narrow) enough to search here: the centred rows, at most EXACT_BELOW x dim values
         # (or n x PROJECT_DIMS, the size of the projection below).
         parts = list(rows.map_blocks(_centred_block, mean32))
-        Zc = np.concatenate([p[0] for p in parts])
-        sims, idx = nb.knn(Zc, m, seed=seed)
+        sims, idx = nb.knn(np.concatenate([p[0] for p in parts]), m, seed=seed)
+        norms = np.concatenate([p[1] for p in parts])
+        along = np.concatenate([p[2] for p in parts])
     else:
         sample = nb.projection_sample(n, seed=seed, rows=nb._PROJECT_ROWS) if n > nb._PROJECT_ROWS else np.arange(n)
         P = nb.leading_directions(_centre(rows.take(sample), mean32)[0], nb.PROJECT_DIMS, seed=seed,
@@ -389,9 +390,6 @@ def centred_neighbours(X: np.ndarray | Rows, k: int, *, seed: int = 0) -> Neighb
         found = list(rows.map_blocks(_rerank_block, mean32, m, rows.reader(), split=(cand,)))
         sims = np.concatenate([f[0] for f in found])
         idx = np.concatenate([f[1] for f in found])
-        return Neighbours(sims, idx, norms, along, float(mean @ mean))
-    norms = np.concatenate([p[1] for p in parts])
-    along = np.concatenate([p[2] for p in parts])
     return Neighbours(sims, idx, norms, along, float(mean @ mean))
 
 
