@@ -338,14 +338,14 @@ def run_peers(python: str, folder: Path, truth: dict[str, object]) -> None:
 def print_errors(res: object, truth: dict[str, object], found: set[frozenset[str]], cache: Path) -> None:
     """The wrong and the missed near-duplicate pairs, with their cosine and pixel similarity."""
     from imgclust.clean.neardup import pixel_similarity
-    from imgclust.clean.quality import thumbnails
+    from imgclust.clean.stage import measure, open_stats_cache
     from imgclust.neighbors import unit_rows
-    from imgclust.pipeline import clean_checks
 
     feats = res.features  # type: ignore[attr-defined]
     index = {r.relpath: i for i, r in enumerate(feats.usable)}
     Z = unit_rows(feats.X)
-    T = thumbnails(clean_checks(feats, res.config, cache).stats)  # type: ignore[attr-defined]
+    draft = feats.extractor.draft_size
+    T = measure(feats.usable, feats.stats, draft_size=draft, cache=open_stats_cache(cache, draft))[0].thumbs
     planted = {frozenset(p[:2]): p[2] for p in truth["pairs"]}  # type: ignore[index]
     for title, pairs in (("found, not planted", found - set(planted)), ("planted, missed", set(planted) - found)):
         print(f"    near-duplicate pairs {title}: {len(pairs)}")

@@ -14,7 +14,16 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 import imgclust
 from imgclust.clean.neardup import find_near_duplicates, groups_from_pairs, pixel_similarity
 from imgclust.clean.outliers import outlier_scores
-from imgclust.clean.quality import FLAGS, N_STATS, STATS, hash_bits, image_stats, quality_flags, thumbnails
+from imgclust.clean.quality import (
+    FLAGS,
+    N_STATS,
+    STATS,
+    Measurements,
+    hash_bits,
+    image_stats,
+    quality_flags,
+    thumbnails,
+)
 from imgclust.clean.stage import measure, near_duplicate_method, pick_kept, run_checks
 from imgclust.cli import main
 from imgclust.errors import InputError, ParameterError
@@ -89,21 +98,34 @@ def test_stats_are_measured_while_decoding_and_kept_in_the_cache(tmp_path: Path,
     from imgclust.clean.stage import open_stats_cache
 
     cache = open_stats_cache(tmp_path / "cache", (32, 32))
-    S, n_decoded = measure(records, ex.stats, draft_size=(32, 32), cache=cache)
-    assert n_decoded == 0
+    M, n_decoded = measure(records, ex.stats, draft_size=(32, 32), cache=cache)
+    assert n_decoded == 0 and np.array_equal(M.rows(np.arange(3)), ex.stats)
     # Vectors from the cache mean nothing was decoded: the measurements come from the cache, no file is read.
     import imgclust.clean.stage as stage
 
     monkeypatch.setattr(stage, "decode", lambda *a, **k: pytest.fail("decoded a file a second time"))
-    S2, n_decoded = measure(records, np.full_like(S, np.nan), draft_size=(32, 32),
+    M2, n_decoded = measure(records, np.full_like(ex.stats, np.nan), draft_size=(32, 32),
                             cache=open_stats_cache(tmp_path / "cache", (32, 32)))
-    assert n_decoded == 0 and np.array_equal(S, S2)
+    assert n_decoded == 0 and np.array_equal(M.named, M2.named) and np.array_equal(M.thumbs, M2.thumbs)
+
+
+def test_measurements_keep_thumbnails_in_a_byte_a_level_and_give_back_the_same_rows() -> None:
+    rows = np.stack([image_stats(scene(s)) for s in range(3)])
+    rows[1] = np.nan  # an image never measured
+    M = Measurements.from_rows(rows)
+    assert M.thumbs.dtype == np.uint8 and M.named.shape == (3, len(STATS))
+    assert M.known.tolist() == [True, False, True]
+    back = M.rows(np.arange(3))
+    np.testing.assert_array_equal(back[[0, 2]], rows[[0, 2]])  # grey levels are whole numbers: nothing lost
+    assert np.isnan(back[1]).all()
+    assert quality_flags(M.named) == quality_flags(rows)
+    np.testing.assert_array_equal(hash_bits(M.named[[0, 2]]), hash_bits(rows[[0, 2]]))
 
 
 def test_stats_missing_everywhere_are_measured_by_decoding_once(tmp_path: Path) -> None:
     scene(0).save(tmp_path / "a.png")
-    S, n_decoded = measure(discover(tmp_path), None, draft_size=None)
-    assert n_decoded == 1 and quality_flags(S) == [[]]
+    M, n_decoded = measure(discover(tmp_path), None, draft_size=None)
+    assert n_decoded == 1 and quality_flags(M.named) == [[]] and M.known.all()
 
 
 # --- near-duplicates ------------------------------------------------------------------------------
@@ -449,3 +471,33 @@ def test_one_centred_search_gives_the_cosines_of_the_vectors_too() -> None:
     np.testing.assert_allclose(sims, np.einsum("nd,nmd->nm", Z, Z[idx]), atol=1e-5)
     assert np.all(np.diff(sims, axis=1) <= 1e-7)  # most similar first
     assert set(idx[0].tolist()) <= set(searched.idx[0].tolist())  # from the same search
+
+
+def test_large_run_hashes_ranked_from_64_bit_words_as_from_their_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large run ranks each image's candidates by the bits their hashes differ in, from one word a hash
+    (8 bytes, not 64 floats), a chunk of rows at a time: the same neighbours and cosines as the cosine of
+    the +-1 bit vectors."""
+    import imgclust.clean.stage as stage
+    from imgclust.clean.quality import hash_words
+    from imgclust.neighbors import rerank, unit_rows
+
+    monkeypatch.setattr(stage, "_ROW_CHUNK", 7)  # several chunks
+    rng = np.random.default_rng(2)
+    n = 40
+    stats = np.zeros((n, N_STATS), np.float32)
+    stats[:, STATS.index("phash0"):STATS.index("phash3") + 1] = rng.integers(0, 1 << 16, (n, 4))
+    stats[5] = stats[9]  # a copy: differs in no bit
+    stats[11, STATS.index("phash3")] = float(int(stats[12, STATS.index("phash3")]) ^ 1)  # one bit apart
+    stats[11, STATS.index("phash0"):STATS.index("phash2") + 1] = stats[12, STATS.index("phash0"):STATS.index("phash2") + 1]
+    stats[[3, 30]] = np.nan  # unknown hashes
+    candidates = rng.integers(-1, n, (n, 12))
+    known = np.flatnonzero(~np.isnan(stats).any(axis=1))
+    pos = np.full(n, -1, np.int64)
+    pos[known] = np.arange(len(known))
+    words = hash_words(stats[known])
+    assert words.dtype == np.uint64 and int(words[pos[5]]) == int(words[pos[9]])
+    sims, idx = stage._hash_rerank(words, candidates, known, pos, 6)
+    cand = candidates[known]
+    expected = rerank(unit_rows(hash_bits(stats[known])), np.where(cand >= 0, pos[np.maximum(cand, 0)], -1), 6)
+    np.testing.assert_array_equal(idx, expected[1])
+    np.testing.assert_array_equal(sims, expected[0])

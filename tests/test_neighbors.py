@@ -57,6 +57,56 @@ def test_index_searches_new_queries_and_reports_its_calibration():
     np.testing.assert_allclose(sims[:, 0], exact[0][:, 0], atol=1e-5)
 
 
+@pytest.mark.parametrize("half", [False, True], ids=["float32", "float16"])
+def test_an_index_without_its_rows_searches_blocks_of_them_as_it_searched_all(half: bool) -> None:
+    """What a Dask worker gets: the index built block by block (no rows kept, so it pickles small),
+    searching the block of rows it reads; every block's answer equals the search of all rows, row for row."""
+    import pickle
+
+    from imgclust.neighbors import IVFBuilder, ivf_sample_rows
+
+    Z = _clusters(3000, d=48)
+    whole = NeighborIndex(Z, exact_below=1000, seed=2, n_neighbors=8, half_precision=half).knn_self(8)
+    train, queries = ivf_sample_rows(3000, 2)
+    builder = IVFBuilder(3000, Z if train is None else Z[train], Z[queries], seed=2, n_neighbors=8, half_precision=half)
+    builder.add(Z)
+    built = builder.finish()
+    lean = pickle.loads(pickle.dumps(built))
+    assert built.Z is None and len(lean) == 3000 and lean.n_features == 48
+    assert len(pickle.dumps(lean)) < Z.nbytes * (0.6 if half else 1.1)
+    for start in (0, 1234, 2900):
+        sims, idx = lean.search_self(start, Z[start:start + 100], 8)
+        np.testing.assert_array_equal(idx, whole[1][start:start + 100])
+        np.testing.assert_array_equal(sims, whole[0][start:start + 100])
+        assert not (idx == np.arange(start, start + len(idx))[:, None]).any()
+    with pytest.raises(RuntimeError, match="holds no rows"):
+        lean.knn_self(8)
+    exact = NeighborIndex(Z[:500])  # an exact index searches its own rows
+    np.testing.assert_array_equal(exact.search_self(100, Z[100:150], 4)[1], exact.knn_self(4)[1][100:150])
+
+
+def test_an_index_built_from_blocks_equals_one_built_from_all_rows() -> None:
+    """What a large run's clean search does: the rows come block by block and are never all held; the
+    calibration's exact neighbours are merged block by block; the index is the same as from all rows."""
+    from imgclust.neighbors import IVFBuilder, _exact_search, ivf_sample_rows
+
+    Z = _clusters(3000, d=48)
+    whole = NeighborIndex(Z, exact_below=1000, seed=5, n_neighbors=6, half_precision=True)
+    train, queries = ivf_sample_rows(3000, 5)
+    builder = IVFBuilder(3000, Z if train is None else Z[train], Z[queries], seed=5, n_neighbors=6, half_precision=True)
+    for start, stop in [(0, 7), (7, 1000), (1000, 2999), (2999, 3000)]:  # uneven blocks, one of a single row
+        builder.add(Z[start:stop])
+    np.testing.assert_array_equal(builder.truth_idx, _exact_search(Z, Z[queries], 7)[1])
+    built = builder.finish()
+    assert (built.nlist, built.nprobe, built.recall, len(built)) == (whole.nlist, whole.nprobe, whole.recall, 3000)
+    for a, b in zip(built.search(Z[:200], 6), whole.search(Z[:200], 6), strict=True):
+        np.testing.assert_array_equal(a, b)
+    short = IVFBuilder(3000, Z if train is None else Z[train], Z[queries], seed=5, n_neighbors=6)
+    short.add(Z[:100])
+    with pytest.raises(ValueError, match="100 rows added to an index built for 3000"):
+        short.finish()
+
+
 def test_identical_copies_are_each_others_neighbours():
     Z = unit_rows(np.repeat(np.eye(3), 4, axis=0))
     sims, idx = knn(Z, 3)

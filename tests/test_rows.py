@@ -132,7 +132,8 @@ def test_centred_neighbours_of_rows_held_elsewhere_equal_in_memory(small_blocks:
                                                                   projected: bool) -> None:
     """The clean checks' neighbour search over rows held elsewhere: mean, projection and candidate ranking
     run block by block where the rows are (each block reading its candidates' rows there), this process
-    reads only the projection's sample, and every number equals the in-memory search's."""
+    reads only the samples (the projection's, the index's training and calibration rows), and every
+    number equals the in-memory search's."""
     import imgclust.neighbors as nb
     from imgclust.clean.stage import centred_neighbours
 
@@ -143,7 +144,8 @@ def test_centred_neighbours_of_rows_held_elsewhere_equal_in_memory(small_blocks:
     here = centred_neighbours(X, 12, seed=1)
     rows = ElsewhereRows(X)
     there = centred_neighbours(rows, 12, seed=1)
-    assert rows.taken == (150 if projected else 0)
+    train, queries = nb.ivf_sample_rows(600, 1)  # the index's training and calibration rows (every row is small)
+    assert rows.taken == (150 + (600 if train is None else len(train)) + len(queries) if projected else 0)
     for name in ("sims", "idx", "norms", "along"):
         np.testing.assert_array_equal(getattr(there, name), getattr(here, name), err_msg=name)
     assert there.mean_sq == here.mean_sq

@@ -8,7 +8,7 @@ clustering's graph, near-duplicate groups, outlier scores, ``imgclust similar``)
 - :class:`NeighborIndex` is built once over unit rows and answers queries for new rows.
 
 Exact or approximate: below ``exact_below`` rows (default :data:`EXACT_BELOW`) the search is exact,
-a float32 matrix product in blocks of about 32M similarities (memory stays bounded); above it, a
+a float32 matrix product in blocks of about 4M similarities (memory stays bounded); above it, a
 faiss ``IndexIVFFlat`` with the inner-product metric:
 
 - ``nlist`` = 2 sqrt(n) inverted lists (between 16 and 16,384), trained by faiss's k-means (10
@@ -43,9 +43,11 @@ log = logging.getLogger(__name__)
 # Exact search below this many rows: 20,000 x 20,000 x 1280 is about 1e12 multiply-adds, ~10-20 s on
 # two cores; above it the IVF index is faster and its cost grows roughly as n^1.5 instead of n^2.
 EXACT_BELOW = 20_000
-# Similarity blocks of at most this many float32 entries (32 MB), so memory stays bounded (with the
-# partial sort's temporaries, a block costs a few times its size: the Dask client's peak depends on it).
-_BLOCK_ENTRIES = 1 << 23
+# Similarity blocks of at most this many float32 entries (16 MB), so memory stays bounded: with the partial
+# sort's temporaries a block costs about six times its size (98 MB at 19,000 x 1,280; 194 MB with blocks
+# twice as large, no faster; 50 MB with blocks half as large, 20% slower), and the Dask client's peak
+# depends on it.
+_BLOCK_ENTRIES = 1 << 22
 TARGET_RECALL = 0.95
 # At most this many lists visited per query: a query then reads about 16 sqrt(n) rows, so the search
 # stays near n^1.5 even on data with little structure (noise, drawn test images), where no nprobe
@@ -61,7 +63,8 @@ _PROJECT_ROWS = 5_000
 _CANDIDATES = 2
 _RERANK_CHUNK = 2_048
 _CALIBRATION_QUERIES = 256
-# Queries per search in NeighborIndex.knn_self (its per-query arrays are then at most ~16 MB a chunk).
+# Rows per search in NeighborIndex.knn_self and per addition to an IVF index (its per-row arrays are then
+# at most ~16-32 MB a chunk).
 _SELF_CHUNK = 65_536
 _TRAIN_PER_LIST = 32
 
@@ -148,7 +151,8 @@ class NeighborIndex:
         Z = np.ascontiguousarray(Z, dtype=np.float32)
         if Z.ndim != 2 or len(Z) == 0:
             raise ParameterError(f"A neighbour index needs a non-empty 2-D array; got shape {Z.shape}.")
-        self.Z = Z
+        self.Z: np.ndarray | None = Z
+        self.n, self.d = (int(v) for v in Z.shape)
         self.exact = len(Z) < exact_below
         self.nlist = 0
         self.nprobe = 0
@@ -159,52 +163,26 @@ class NeighborIndex:
             self._build_ivf(seed, min(max(1, n_neighbors), len(Z) - 1))
 
     def __len__(self) -> int:
-        return len(self.Z)
+        return self.n
 
     @property
     def n_features(self) -> int:
-        return int(self.Z.shape[1])
+        return self.d
+
+    def _rows(self) -> np.ndarray:
+        if self.Z is None:
+            raise RuntimeError("This index was built block by block (IVFBuilder) and holds no rows; it only searches.")
+        return self.Z
 
     def _build_ivf(self, seed: int, m: int) -> None:
-        import faiss  # a core dependency (faiss-cpu); imported here so small runs do not pay for it
-
-        n, d = self.Z.shape
-        self.nlist = int(min(16_384, max(16, round(2 * math.sqrt(n))), n // 4 or 1))
-        rng = np.random.default_rng(seed)
-        n_train = min(n, _TRAIN_PER_LIST * self.nlist)
-        train = self.Z if n_train == n else self.Z[np.sort(rng.choice(n, size=n_train, replace=False))]
-        quantizer = faiss.IndexFlatIP(d)
-        index: Any
-        if self.half_precision:  # half the bytes to scan per list: about twice as fast (see knn)
-            index = faiss.IndexIVFScalarQuantizer(quantizer, d, self.nlist, faiss.ScalarQuantizer.QT_fp16,
-                                                  faiss.METRIC_INNER_PRODUCT)
-        else:
-            index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = int(seed) % (2**31)
-        index.cp.niter = 10
-        index.cp.min_points_per_centroid = 1  # no warning when there are few rows per list
-        index.train(train)
-        index.add(self.Z)
-        self._index = index
-        # Calibrate nprobe: the smallest power of two from 8 whose recall on held-out queries is enough.
-        q = np.sort(rng.choice(n, size=min(_CALIBRATION_QUERIES, n), replace=False))
-        _, truth = _exact_search(self.Z, self.Z[q], m + 1)
-        nprobe = min(8, self.nlist)
-        while True:
-            index.nprobe = nprobe
-            _, found = index.search(self.Z[q], m + 1)
-            hits = sum(len(set(t.tolist()) & set(f.tolist())) for t, f in zip(truth, found, strict=True))
-            self.recall = hits / truth.size
-            if self.recall >= TARGET_RECALL or nprobe >= min(self.nlist, MAX_NPROBE):
-                break
-            nprobe = min(self.nlist, MAX_NPROBE, nprobe * 2)
-        self.nprobe = nprobe
-        if self.recall < TARGET_RECALL:
-            log.warning("The approximate neighbour search over %d rows finds %.0f%% of the true %d nearest "
-                        "neighbours (target %.0f%%): the vectors have little structure. Visiting more lists "
-                        "would make the search quadratic; results that use neighbours are less exact.",
-                        n, 100 * self.recall, m, 100 * TARGET_RECALL)
-        log.debug("IVF index over %d rows: nlist=%d, nprobe=%d, recall@%d=%.3f", n, self.nlist, nprobe, m, self.recall)
+        Z = self._rows()
+        train, queries = ivf_sample_rows(self.n, seed)
+        builder = IVFBuilder(self.n, Z[train] if train is not None else Z, Z[queries], seed=seed, n_neighbors=m,
+                             half_precision=self.half_precision)
+        for start in range(0, self.n, _SELF_CHUNK):  # in chunks: faiss's temporaries (residuals, codes) stay small
+            builder.add(Z[start:start + _SELF_CHUNK])
+        built = builder.finish()
+        self._index, self.nlist, self.nprobe, self.recall = built._index, built.nlist, built.nprobe, built.recall
 
     def search(self, Q: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``n_neighbors`` most similar indexed rows of each query row.
@@ -218,13 +196,17 @@ class NeighborIndex:
             most similar first, and int64 indices into the indexed rows (-1 where the approximate
             index found fewer, with similarity -inf).
         """
-        m = _check_m(n_neighbors, len(self.Z), self_excluded=False)
+        m = _check_m(n_neighbors, self.n, self_excluded=False)
+        Q = self._queries(Q)
+        if self.exact:
+            return _exact_search(self._rows(), Q, m)
+        return self._ivf_search(Q, m)
+
+    def _queries(self, Q: np.ndarray) -> np.ndarray:
         Q = np.ascontiguousarray(Q, dtype=np.float32)
         if Q.ndim != 2 or Q.shape[1] != self.n_features:
             raise ParameterError(f"Queries must have shape (n, {self.n_features}); got {Q.shape}.")
-        if self.exact:
-            return _exact_search(self.Z, Q, m)
-        return self._ivf_search(Q, m)
+        return Q
 
     def _ivf_search(self, Q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
         sims, idx = self._index.search(Q, m)
@@ -233,22 +215,35 @@ class NeighborIndex:
 
     def knn_self(self, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
         """Every indexed row's ``n_neighbors`` most similar OTHER indexed rows (see :func:`knn`)."""
-        m = _check_m(n_neighbors, len(self.Z), self_excluded=True)
+        m = _check_m(n_neighbors, self.n, self_excluded=True)
+        Z = self._rows()
         if self.exact:
-            return _exact_search(self.Z, self.Z, m, self_offset=0)
-        n = len(self.Z)
-        out_sims = np.empty((n, m), dtype=np.float32)
-        out_idx = np.empty((n, m), dtype=np.int64)
-        for start in range(0, n, _SELF_CHUNK):  # in chunks, so the search's own arrays stay small
-            sims, idx = self._ivf_search(self.Z[start:start + _SELF_CHUNK], m + 1)
-            is_self = idx == np.arange(start, start + len(idx))[:, None]
-            # Drop the row itself where found; otherwise drop the last (least similar) neighbour.
-            drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), m)
-            keep = np.ones_like(idx, dtype=bool)
-            keep[np.arange(len(idx)), drop] = False
-            out_sims[start:start + len(idx)] = sims[keep].reshape(len(idx), m)
-            out_idx[start:start + len(idx)] = idx[keep].reshape(len(idx), m)
+            return _exact_search(Z, Z, m, self_offset=0)
+        out_sims = np.empty((self.n, m), dtype=np.float32)
+        out_idx = np.empty((self.n, m), dtype=np.int64)
+        for start in range(0, self.n, _SELF_CHUNK):  # in chunks, so the search's own arrays stay small
+            stop = min(start + _SELF_CHUNK, self.n)
+            out_sims[start:stop], out_idx[start:stop] = self.search_self(start, Z[start:stop], m)
         return out_sims, out_idx
+
+    def search_self(self, start: int, Q: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n_neighbors`` most similar OTHER indexed rows of the indexed rows ``start, start + 1, ...``,
+        given as ``Q`` (so a process that holds a block of the rows, not the index's copy, can search them).
+
+        Returns:
+            (sims, idx) as :meth:`search`; a row is never its own neighbour (an identical copy of it may be).
+        """
+        m = _check_m(n_neighbors, self.n, self_excluded=True)
+        Q = self._queries(Q)
+        if self.exact:
+            return _exact_search(self._rows(), Q, m, self_offset=start)
+        sims, idx = self._ivf_search(Q, m + 1)
+        is_self = idx == np.arange(start, start + len(idx))[:, None]
+        # Drop the row itself where found; otherwise drop the last (least similar) neighbour.
+        drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), m)
+        keep = np.ones_like(idx, dtype=bool)
+        keep[np.arange(len(idx)), drop] = False
+        return sims[keep].reshape(len(idx), m), idx[keep].reshape(len(idx), m)
 
     def __getstate__(self) -> dict[str, Any]:
         # A faiss index does not pickle; its serialised bytes do (the Dask backend sends indexes to workers).
@@ -266,6 +261,108 @@ class NeighborIndex:
 
             self._index = faiss.deserialize_index(self._index)
             self._index.nprobe = self.nprobe
+
+
+def ivf_sample_rows(n: int, seed: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """The rows an IVF index over ``n`` rows is trained on (sorted; None: every row) and the rows its
+    ``nprobe`` is calibrated with (sorted), both drawn with ``seed``: what :class:`IVFBuilder` needs first."""
+    nlist = ivf_lists(n)
+    rng = np.random.default_rng(seed)
+    n_train = min(n, _TRAIN_PER_LIST * nlist)
+    train = None if n_train == n else np.sort(rng.choice(n, size=n_train, replace=False))
+    return train, np.sort(rng.choice(n, size=min(_CALIBRATION_QUERIES, n), replace=False))
+
+
+def ivf_lists(n: int) -> int:
+    """The inverted lists of an IVF index over ``n`` rows: 2 sqrt(n), between 16 and 16,384 (and n / 4)."""
+    return int(min(16_384, max(16, round(2 * math.sqrt(n))), n // 4 or 1))
+
+
+class IVFBuilder:
+    """Builds the IVF :class:`NeighborIndex` over ``n`` rows given block by block, in row order, so the
+    rows are never all held at once (the index keeps its own copy, float16 with ``half_precision``).
+
+    Args:
+        n: rows the index will hold.
+        train: the rows at :func:`ivf_sample_rows`'s training rows (every row when it gives None).
+        queries: the rows at its calibration rows: their exact neighbours are kept up to date as the
+            blocks come (the calibration of ``nprobe`` needs them, and the rows are not kept).
+        seed, n_neighbors, half_precision: as :class:`NeighborIndex`.
+
+    Use :meth:`add` for every block, then :meth:`finish`. The index equals the one
+    ``NeighborIndex(Z, exact_below=1, ...)`` builds over the same rows.
+    """
+
+    def __init__(self, n: int, train: np.ndarray, queries: np.ndarray, *, seed: int = 0, n_neighbors: int = 10,
+                 half_precision: bool = False) -> None:
+        import faiss  # a core dependency (faiss-cpu); imported here so small runs do not pay for it
+
+        train = np.ascontiguousarray(train, dtype=np.float32)
+        self.n, self.d = n, int(train.shape[1])
+        self.nlist = ivf_lists(n)
+        self.m = min(max(1, n_neighbors), n - 1)
+        self.half_precision = bool(half_precision)
+        self.queries = np.ascontiguousarray(queries, dtype=np.float32)
+        self.added = 0
+        # The calibration queries' most similar rows so far (the row itself among them), most similar first.
+        self.truth_sims = np.full((len(queries), 0), -np.inf, np.float32)
+        self.truth_idx = np.zeros((len(queries), 0), np.int64)
+        quantizer = faiss.IndexFlatIP(self.d)
+        index: Any
+        if self.half_precision:  # half the bytes to scan per list: about twice as fast (see knn)
+            index = faiss.IndexIVFScalarQuantizer(quantizer, self.d, self.nlist, faiss.ScalarQuantizer.QT_fp16,
+                                                  faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFFlat(quantizer, self.d, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = int(seed) % (2**31)
+        index.cp.niter = 10
+        index.cp.min_points_per_centroid = 1  # no warning when there are few rows per list
+        index.train(train)
+        self.index = index
+
+    def add(self, block: np.ndarray) -> None:
+        """Add the next rows (rows ``added, added + 1, ...``): np.ndarray of shape (b, d)."""
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        if self.added + len(block) > self.n:
+            raise ValueError(f"{self.added + len(block)} rows added to an index built for {self.n}")
+        self.index.add(block)
+        keep = self.m + 1
+        sims, idx = _exact_search(block, self.queries, min(keep, len(block)))
+        sims = np.concatenate([self.truth_sims, sims], axis=1)
+        idx = np.concatenate([self.truth_idx, idx + self.added], axis=1)
+        order = np.lexsort((idx, -sims), axis=1)[:, :keep]  # as _exact_search orders: ties by row
+        self.truth_sims = np.take_along_axis(sims, order, axis=1)
+        self.truth_idx = np.take_along_axis(idx, order, axis=1)
+        self.added += len(block)
+
+    def finish(self) -> NeighborIndex:
+        """The index, its ``nprobe`` calibrated: the smallest power of two from 8 whose recall on the
+        calibration queries is at least :data:`TARGET_RECALL` (module docstring). It holds no rows (only
+        faiss's own copy): small to hold and to send to other processes, it serves
+        :meth:`NeighborIndex.search` and :meth:`NeighborIndex.search_self`."""
+        if self.added != self.n:
+            raise ValueError(f"{self.added} rows added to an index built for {self.n}")
+        index, m, n = self.index, self.m, self.n
+        nprobe = min(8, self.nlist)
+        while True:
+            index.nprobe = nprobe
+            _, found = index.search(self.queries, m + 1)
+            hits = sum(len(set(t.tolist()) & set(f.tolist())) for t, f in zip(self.truth_idx, found, strict=True))
+            recall = hits / self.truth_idx.size
+            if recall >= TARGET_RECALL or nprobe >= min(self.nlist, MAX_NPROBE):
+                break
+            nprobe = min(self.nlist, MAX_NPROBE, nprobe * 2)
+        if recall < TARGET_RECALL:
+            log.warning("The approximate neighbour search over %d rows finds %.0f%% of the true %d nearest "
+                        "neighbours (target %.0f%%): the vectors have little structure. Visiting more lists "
+                        "would make the search quadratic; results that use neighbours are less exact.",
+                        n, 100 * recall, m, 100 * TARGET_RECALL)
+        log.debug("IVF index over %d rows: nlist=%d, nprobe=%d, recall@%d=%.3f", n, self.nlist, nprobe, m, recall)
+        out = NeighborIndex.__new__(NeighborIndex)
+        out.Z, out.n, out.d, out.exact = None, n, self.d, False
+        out.nlist, out.nprobe, out.recall = self.nlist, nprobe, recall
+        out._index, out.half_precision = index, self.half_precision
+        return out
 
 
 def knn(Z: np.ndarray, n_neighbors: int, *, exact_below: int = EXACT_BELOW, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

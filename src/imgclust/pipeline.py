@@ -26,6 +26,7 @@ from .backends.local import LocalBackend
 from .cache import EmbeddingCache, default_cache_dir, file_keys
 from .clean.neardup import NearDuplicates
 from .clean.outliers import Outliers
+from .clean.quality import Measurements
 from .clean.stage import DUPLICATES_COLUMNS, DUPLICATES_CSV, CleanResult, clean_settings
 from .cluster import ClusterResult, get_clusterer, validate_k
 from .cluster.choose_k import (
@@ -103,6 +104,27 @@ class Timer:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 4)
+            return_freed_memory()
+
+
+def return_freed_memory() -> None:
+    """Give the memory freed by a stage back to the system (glibc keeps freed heap pages for reuse; the
+    many small objects of a large folder's stage leave much of it), so that the next stage's peak does
+    not sit on top of it. Nothing happens where the C library has no ``malloc_trim``."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
 
 
 @dataclass
@@ -194,7 +216,7 @@ def vectors_identity(feats: Features, config: RunConfig, cache: CacheSetting) ->
     themselves are hashed."""
     keys: list[str] | None = None
     if config.identity == "stat":
-        keys = [f"{r.path}|{r.size}|{r.mtime_ns}" for r in feats.usable]
+        keys = [f"{r.file}|{r.size}|{r.mtime_ns}" for r in feats.usable]
     else:
         digests = open_digests(cache)
         if digests is not None:
@@ -457,9 +479,12 @@ def clean_checks(feats: Features, config: RunConfig, cache: CacheSetting = True,
     draft = feats.extractor.draft_size
     # The precision the network ran at (int8 may have fallen back to fp32): the outlier rule was measured per network.
     precision = getattr(feats.extractor, "precision", None)
-    stats, _ = measure(feats.usable, feats.stats, draft_size=draft, cache=open_stats_cache(cache_root(cache), draft),
-                       identity=config.identity, progress=progress)
-    return run_checks(feats.X, stats, config.clean_options, features=config.features, precision=precision,
+
+    def measured() -> Measurements:  # after the neighbour search: the two are never held at once
+        return measure(feats.usable, feats.stats, draft_size=draft, cache=open_stats_cache(cache_root(cache), draft),
+                       identity=config.identity, progress=progress)[0]
+
+    return run_checks(feats.X, measured, config.clean_options, features=config.features, precision=precision,
                       seed=config.seed)
 
 

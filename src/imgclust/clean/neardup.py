@@ -130,7 +130,8 @@ def validate(method: str, threshold: float | None) -> float:
 
 def find_near_duplicates(X: np.ndarray, *, method: str = "embedding", threshold: float | None = None,
                          n_neighbors: int = DEFAULT_NEIGHBOURS, knn_result: tuple[np.ndarray, np.ndarray] | None = None,
-                         thumbs: np.ndarray | None = None, seed: int = 0) -> NearDuplicates:
+                         thumbs: np.ndarray | None = None, known: np.ndarray | None = None,
+                         seed: int = 0) -> NearDuplicates:
     """Group near-duplicate rows of ``X``.
 
     Args:
@@ -142,9 +143,10 @@ def find_near_duplicates(X: np.ndarray, *, method: str = "embedding", threshold:
         n_neighbors: neighbours looked at per image (a group larger than this may still be
             found through chains; a pair is never missed when each is among the other's neighbours).
         knn_result: (sims, idx) already computed for ``X`` (shared with other checks).
-        thumbs: np.ndarray of shape (n_images, 16, 16): :func:`imgclust.clean.quality.thumbnails` (NaN
-            where unknown); with them (``embedding``), a pair's similarity is ``(cos + pix) / 2``
-            (module docstring).
+        thumbs: np.ndarray of shape (n_images, 16, 16): grey thumbnails, float (NaN where unknown:
+            :func:`imgclust.clean.quality.thumbnails`) or uint8 with ``known`` (``Measurements.thumbs``);
+            with them (``embedding``), a pair's similarity is ``(cos + pix) / 2`` (module docstring).
+        known: np.ndarray of shape (n_images,), bool: which thumbnails are known (default: those without NaN).
 
     Example:
         >>> nd = find_near_duplicates(X)  # doctest: +SKIP
@@ -161,30 +163,32 @@ def find_near_duplicates(X: np.ndarray, *, method: str = "embedding", threshold:
         knn_result = knn(unit_rows(X), min(n_neighbors, n - 1), seed=seed)
     sims, idx = knn_result
     if thumbs is not None and method == "embedding":
-        sims = pair_similarity(sims, idx, thumbs)
+        sims = pair_similarity(sims, idx, thumbs, known=known)
     nd = groups_from_pairs(n, sims, idx, t)
     return NearDuplicates(nd.group, nd.similarity, method, t)
 
 
-def pair_similarity(sims: np.ndarray, idx: np.ndarray, thumbs: np.ndarray, *,
+def pair_similarity(sims: np.ndarray, idx: np.ndarray, thumbs: np.ndarray, *, known: np.ndarray | None = None,
                     min_cosine: float = MIN_COSINE, checks: int = PIXEL_CHECKS) -> np.ndarray:
     """``(cos + pix) / 2`` for the first ``checks`` kNN pairs of each row whose cosine is at least
     ``min_cosine`` (``-inf`` for the others); the cosine alone where a thumbnail is missing.
 
     Args:
         sims, idx: kNN lists, shape (n, m), most similar first; thumbs: np.ndarray of shape (n, side, side),
-            NaN where unknown.
+            grey levels (NaN where unknown, or see ``known``).
+        known: np.ndarray of shape (n,), bool: which thumbnails are known (default: those without NaN).
 
     Each unordered pair is compared once, however many of the two lists it is in.
     """
     sims = np.asarray(sims, dtype=np.float32)
     n, m = sims.shape
-    T = np.asarray(thumbs, dtype=np.float32)
-    known = np.asarray(~np.isnan(T.reshape(n, -1)).any(axis=1), dtype=bool)
+    T = np.asarray(thumbs)  # only the thumbnails of compared pairs are turned into floats (pixel_similarity)
+    measured: np.ndarray = (np.asarray(~np.isnan(T.reshape(n, -1).astype(np.float32, copy=False)).any(axis=1))
+                            if known is None else np.asarray(known, dtype=bool))
     safe = np.clip(idx, 0, None)
     rows = np.broadcast_to(np.arange(n)[:, None], idx.shape)
     candidate = (idx >= 0) & (sims >= min_cosine) & (np.arange(m) < checks)[None, :]
-    both = candidate & known[:, None] & known[safe]
+    both = candidate & measured[:, None] & measured[safe]
     out = np.where(candidate, sims, -np.inf).astype(np.float32)
     a, b = np.minimum(rows, safe)[both], np.maximum(rows, safe)[both]
     if len(a):

@@ -36,6 +36,7 @@ DEFAULT_K = 10
 DEFAULT_CUTOFF = 1.5
 #: (k, cut-off) measured for a network: (features name, precision) -> rule (see the module's notes).
 RULES: dict[tuple[str, str], tuple[int, float]] = {("efficientnet-lite2", "int8"): (20, 1.35)}
+_ROW_CHUNK = 1 << 15  # rows at a time (see outlier_scores)
 _EPS = 1e-6  # a group of exact copies has distance 0
 
 
@@ -95,8 +96,11 @@ def outlier_scores(sims: np.ndarray, idx: np.ndarray, *, k: int = DEFAULT_K,
         return Outliers(np.ones(n, np.float32), np.zeros(n, bool), float(cutoff), 0)
     kk = min(int(k), sims.shape[1])
     kdist = np.sqrt(2.0 * np.clip(1.0 - sims[:, kk - 1].astype(np.float64), 0.0, 2.0))
-    nb = np.asarray(idx)[:, :kk]
-    valid = nb >= 0
-    around = np.where(valid, kdist[np.clip(nb, 0, None)], 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    around = np.empty(n)
+    for a in range(0, n, _ROW_CHUNK):  # a chunk of rows at a time: the (rows, k) temporaries stay small
+        nb = np.asarray(idx[a:a + _ROW_CHUNK])[:, :kk]
+        valid = nb >= 0
+        around[a:a + len(nb)] = (np.where(valid, kdist[np.clip(nb, 0, None)], 0.0).sum(axis=1)
+                                 / np.maximum(valid.sum(axis=1), 1))
     score = ((kdist + _EPS) / (around + _EPS)).astype(np.float32)
     return Outliers(score, score >= cutoff, float(cutoff), kk)

@@ -30,8 +30,63 @@ STATS = ("width", "height", "luma_mean", "luma_p05", "luma_p95", "luma_std", "en
 #: After the named columns: the grey levels of a 16x16 copy of the whole image (its thumbnail, squashed
 #: to a square), row by row, 256 columns: the near-duplicate check compares these pixel by pixel.
 THUMB_SIDE = 16
-N_STATS = len(STATS) + THUMB_SIDE * THUMB_SIDE
+N_NAMED = len(STATS)
+N_STATS = N_NAMED + THUMB_SIDE * THUMB_SIDE
 _COL = {name: i for i, name in enumerate(STATS)}
+_PUT_ROWS = 1 << 13
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """The quality measurements of n images as a run holds them: rows of :func:`image_stats` split into the
+    named measurements and the thumbnails, whose grey levels (whole numbers 0-255) take a byte each, so
+    they cost 308 bytes an image instead of the rows' 1,076.
+
+    Attributes:
+        named: np.ndarray of shape (n, N_NAMED), float32, in the order of :data:`STATS` (NaN rows: unknown).
+        thumbs: np.ndarray of shape (n, THUMB_SIDE, THUMB_SIDE), uint8 (zeros where unknown).
+    """
+
+    named: np.ndarray
+    thumbs: np.ndarray
+
+    @classmethod
+    def unknown(cls, n: int) -> Measurements:
+        """n images, none measured."""
+        return cls(np.full((n, N_NAMED), np.nan, np.float32), np.zeros((n, THUMB_SIDE, THUMB_SIDE), np.uint8))
+
+    @classmethod
+    def from_rows(cls, stats: np.ndarray) -> Measurements:
+        """From rows of :func:`image_stats` (np.ndarray of shape (n, N_STATS); NaN rows: unknown)."""
+        S = np.asarray(stats, dtype=np.float32).reshape(-1, N_STATS)
+        m = cls.unknown(len(S))
+        m.put(np.arange(len(S)), S)
+        return m
+
+    def __len__(self) -> int:
+        return len(self.named)
+
+    @property
+    def known(self) -> np.ndarray:
+        """np.ndarray of shape (n,), bool: whether each image was measured."""
+        return np.asarray(~np.isnan(self.named).any(axis=1), dtype=bool)
+
+    def put(self, idx: np.ndarray | list[int], rows: np.ndarray) -> None:
+        """Set the images at ``idx`` from rows of :func:`image_stats` (np.ndarray of shape (len(idx), N_STATS))."""
+        rows = np.asarray(rows, dtype=np.float32).reshape(-1, N_STATS)
+        idx = np.asarray(idx, dtype=np.int64)
+        for s in range(0, len(idx), _PUT_ROWS):  # in pieces: the float copies of the thumbnails stay small
+            part, at = rows[s:s + _PUT_ROWS], idx[s:s + _PUT_ROWS]
+            self.named[at] = part[:, :N_NAMED]
+            thumbs = np.clip(np.rint(np.nan_to_num(part[:, N_NAMED:], nan=0.0)), 0, 255).astype(np.uint8)
+            self.thumbs[at] = thumbs.reshape(-1, THUMB_SIDE, THUMB_SIDE)
+
+    def rows(self, idx: np.ndarray | list[int]) -> np.ndarray:
+        """The images at ``idx`` as rows of :func:`image_stats` (what the cache keeps), float32."""
+        named = self.named[idx]
+        thumbs = self.thumbs[idx].reshape(len(named), -1).astype(np.float32)
+        thumbs[np.isnan(named).any(axis=1)] = np.nan
+        return np.concatenate([named, thumbs], axis=1)
 
 
 @dataclass(frozen=True)
@@ -117,7 +172,7 @@ def image_stats(image: Image.Image, original_size: tuple[int, int] | None = None
 
 
 def thumbnails(stats: np.ndarray) -> np.ndarray:
-    """The 16x16 grey thumbnail of each row of ``stats``.
+    """The 16x16 grey thumbnail of each row of ``stats`` (rows of :func:`image_stats`).
 
     Returns:
         np.ndarray of shape (n_images, THUMB_SIDE, THUMB_SIDE), float32 grey levels 0-255 (NaN where
@@ -125,6 +180,15 @@ def thumbnails(stats: np.ndarray) -> np.ndarray:
     """
     S = np.asarray(stats, dtype=np.float32).reshape(-1, N_STATS)
     return S[:, len(STATS):].reshape(-1, THUMB_SIDE, THUMB_SIDE)
+
+
+def _named(stats: np.ndarray) -> np.ndarray:
+    """The named columns of ``stats``: rows of :func:`image_stats`, or their named part alone (``Measurements.named``)."""
+    S = np.asarray(stats, dtype=np.float32)
+    S = S.reshape(-1, S.shape[-1] if S.ndim else N_STATS)
+    if S.shape[1] not in (N_NAMED, N_STATS):
+        raise ValueError(f"quality measurements have {N_NAMED} or {N_STATS} columns; got {S.shape[1]}")
+    return S[:, :N_NAMED]
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -158,17 +222,25 @@ def hash_bits(stats: np.ndarray) -> np.ndarray:
     Two hashes that differ in d bits have cosine ``1 - 2 d / 64``, so a Hamming radius becomes a
     cosine threshold and the same neighbour search serves both.
     """
-    S = np.asarray(stats, dtype=np.float32).reshape(-1, N_STATS)
+    S = _named(stats)
     words = S[:, _COL["phash0"]:_COL["phash3"] + 1].astype(">u2")
     bits = np.unpackbits(np.ascontiguousarray(words).view(np.uint8), axis=1)
     return bits.astype(np.float32) * 2 - 1
+
+
+def hash_words(stats: np.ndarray) -> np.ndarray:
+    """The pHash of each row of ``stats`` as one 64-bit word, np.ndarray of shape (n_images,), uint64 (bits in
+    the order of :func:`hash_bits`)."""
+    words = _named(stats)[:, _COL["phash0"]:_COL["phash3"] + 1].astype(np.uint64)
+    return (words[:, 0] << 48) | (words[:, 1] << 32) | (words[:, 2] << 16) | words[:, 3]
 
 
 def quality_flags(stats: np.ndarray, thresholds: QualityThresholds = DEFAULT_THRESHOLDS) -> list[list[str]]:
     """The flags of each image.
 
     Args:
-        stats: np.ndarray of shape (n_images, N_STATS), rows of :func:`image_stats`.
+        stats: np.ndarray of shape (n_images, N_STATS), rows of :func:`image_stats` (or their first
+            N_NAMED columns: ``Measurements.named``).
 
     Returns:
         One list of flag names (from :data:`FLAGS`, in that order) per image; empty for a clean image.
@@ -179,7 +251,7 @@ def quality_flags(stats: np.ndarray, thresholds: QualityThresholds = DEFAULT_THR
     are unknown (NaN) gets no flag.
     """
     t = thresholds
-    S = np.asarray(stats, dtype=np.float32).reshape(-1, N_STATS)
+    S = _named(stats)
     c = _COL
     w, h = S[:, c["width"]], S[:, c["height"]]
     low = S[:, c["entropy"]] < t.low_information_entropy
@@ -197,9 +269,9 @@ def quality_flags(stats: np.ndarray, thresholds: QualityThresholds = DEFAULT_THR
     return [[f for f in FLAGS if checks[f][i]] for i in range(len(S))]
 
 
-def quality_column(flags: Sequence[Sequence[str]]) -> list[str]:
-    """The ``quality`` column of assignments.csv: flags joined by ``;`` (empty for a clean image)."""
-    return [";".join(f) for f in flags]
+def quality_text(flags: Sequence[str]) -> str:
+    """An image's entry in the ``quality`` column of assignments.csv: its flags joined by ``;`` (empty when clean)."""
+    return ";".join(flags)
 
 
 def quality_counts(flags: Sequence[Sequence[str]]) -> dict[str, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,16 +28,18 @@ from .quality import (
     N_STATS,
     STATS,
     STATS_VERSION,
+    Measurements,
     hash_bits,
+    hash_words,
     image_stats,
-    quality_column,
     quality_counts,
     quality_flags,
-    thumbnails,
+    quality_text,
 )
 
 if TYPE_CHECKING:
     from ..cluster.rows import Rows
+    from ..neighbors import NeighborIndex
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ def _stats_of_file(record: ImageRecord, draft_size: tuple[int, int] | None) -> n
 
 def measure(usable: Sequence[ImageRecord], decoded_stats: np.ndarray | None, *, draft_size: tuple[int, int] | None,
             cache: EmbeddingCache | None = None, identity: str = "stat", threads: int = 2,
-            progress: Callable[[str, int, int], None] | None = None) -> tuple[np.ndarray, int]:
+            progress: Callable[[str, int, int], None] | None = None) -> tuple[Measurements, int]:
     """The quality measurements of every usable image.
 
     Args:
@@ -117,11 +119,13 @@ def measure(usable: Sequence[ImageRecord], decoded_stats: np.ndarray | None, *, 
         cache: where measurements are kept between runs (see :func:`open_stats_cache`).
 
     Returns:
-        (np.ndarray of shape (len(usable), N_STATS), float32; how many images had to be decoded again).
+        (:class:`~imgclust.clean.quality.Measurements` of the len(usable) images; how many images had to be
+        decoded again). Rows go to and come from the cache in pieces of :data:`_CACHE_ROWS`, so no second
+        copy of them all is made.
     """
     n = len(usable)
-    S = np.full((n, N_STATS), np.nan, np.float32) if decoded_stats is None else np.array(decoded_stats, np.float32)
-    known = np.asarray(~np.isnan(S).any(axis=1), dtype=bool)
+    M = Measurements.unknown(n) if decoded_stats is None else Measurements.from_rows(decoded_stats)
+    known = M.known
     keys: list[str | None] = [None] * n
     if cache is not None:
         # One batched lookup; content digests come from the cache's remembered ones (no file re-read).
@@ -130,26 +134,35 @@ def measure(usable: Sequence[ImageRecord], decoded_stats: np.ndarray | None, *, 
         present = np.zeros(n, dtype=bool)
         with_key = [i for i in range(n) if keys[i] is not None]
         present[with_key] = cache.contains_many([k for k in keys if k is not None])
-        fresh = [i for i in np.flatnonzero(known) if keys[i] is not None and not present[i]]
-        if fresh:
-            cache.put_many([keys[i] for i in fresh], S[fresh])  # type: ignore[misc]
-        hits = [i for i in np.flatnonzero(~known) if present[i]]
-        if hits:
-            S[hits] = cache.get_many([keys[i] for i in hits])  # type: ignore[misc]
-            known[hits] = True
+        fresh = [int(i) for i in np.flatnonzero(known) if keys[i] is not None and not present[i]]
+        for part in _pieces(fresh):
+            cache.put_many([keys[i] for i in part], M.rows(part))  # type: ignore[misc]
+        hits = [int(i) for i in np.flatnonzero(~known) if present[i]]
+        for part in _pieces(hits):
+            M.put(part, cache.get_many([keys[i] for i in part]))  # type: ignore[misc]
+        known[hits] = True
     todo = np.flatnonzero(~known).tolist()
     if todo:
         log.info("Decoding %d images for their quality measurements (not measured before).", len(todo))
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             for j, row in enumerate(pool.map(lambda i: _stats_of_file(usable[i], draft_size), todo)):
-                S[todo[j]] = row
+                M.put([todo[j]], row)
                 if progress:
                     progress("quality", j + 1, len(todo))
         if cache is not None:
-            done = [i for i in todo if keys[i] is not None and not np.isnan(S[i]).any()]
-            if done:
-                cache.put_many([keys[i] for i in done], S[done])  # type: ignore[misc]
-    return S, len(todo)
+            measured = M.known
+            done = [i for i in todo if keys[i] is not None and measured[i]]
+            for part in _pieces(done):
+                cache.put_many([keys[i] for i in part], M.rows(part))  # type: ignore[misc]
+    return M, len(todo)
+
+
+# Rows of measurements read from or written to the cache at a time (8,192 rows of N_STATS float32: 9 MB).
+_CACHE_ROWS = 1 << 13
+
+
+def _pieces(idx: Sequence[int]) -> list[list[int]]:
+    return [list(idx[s:s + _CACHE_ROWS]) for s in range(0, len(idx), _CACHE_ROWS)]
 
 
 @dataclass
@@ -157,7 +170,8 @@ class CleanResult:
     """The checks of a run, one entry per usable image.
 
     Attributes:
-        stats: np.ndarray of shape (n, N_STATS), float32: quality measurements (NaN where unknown).
+        stats: np.ndarray of shape (n, N_NAMED), float32: the named quality measurements (NaN where unknown;
+            the thumbnails are not kept once the checks have compared them).
         flags: the quality flags of each image.
         near: the near-duplicate groups; outliers: the outlier scores.
         settings: the clean settings used.
@@ -169,13 +183,15 @@ class CleanResult:
     outliers: Outliers
     settings: dict[str, Any]
 
-    def columns(self) -> dict[str, list[Any]]:
-        """The new columns of assignments.csv (one value per usable image)."""
+    def columns(self) -> dict[str, Sequence[Any]]:
+        """The new columns of assignments.csv (one value per usable image, each made when its row is written)."""
+        from ..outputs.tables import Column
+
         return {
-            "near_duplicate_group": ["" if g < 0 else int(g) for g in self.near.group],
-            "outlier_score": ["" if np.isnan(s) else f"{float(s):.4f}" for s in self.outliers.score],
-            "outlier": [int(o) for o in self.outliers.outlier],
-            "quality": quality_column(self.flags),
+            "near_duplicate_group": Column(self.near.group, lambda g: "" if g < 0 else int(g)),
+            "outlier_score": Column(self.outliers.score, lambda s: "" if np.isnan(s) else f"{float(s):.4f}"),
+            "outlier": Column(self.outliers.outlier, int),
+            "quality": Column(self.flags, quality_text),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -215,14 +231,14 @@ def _int_or_blank(v: float) -> int | str:
     return "" if np.isnan(v) else int(v)
 
 
-def _num(row: dict[str, Any], name: str) -> float:
+def _num(row: Mapping[str, Any], name: str) -> float:
     try:
         return float(row.get(name, "") or "nan")
     except ValueError:
         return float("nan")
 
 
-def pick_kept(rows: Sequence[dict[str, Any]], rule: str = "largest") -> int:
+def pick_kept(rows: Sequence[Mapping[str, Any]], rule: str = "largest") -> int:
     """Which member of a near-duplicate group to keep (an index into ``rows``, rows of duplicates.csv).
 
     ``largest``: most pixels, then the larger file, then the sharper; ``sharpest``: the highest
@@ -245,14 +261,18 @@ def pick_kept(rows: Sequence[dict[str, Any]], rule: str = "largest") -> int:
     return max(order, key=key)
 
 
-def run_checks(X: np.ndarray | Rows, stats: np.ndarray, settings: dict[str, Any] | None = None, *,
+def run_checks(X: np.ndarray | Rows, stats: np.ndarray | Measurements | Callable[[], Measurements],
+               settings: dict[str, Any] | None = None, *,
                features: str = "efficientnet-lite0", precision: str | None = None, seed: int = 0) -> CleanResult:
     """Quality flags, near-duplicate groups and outlier scores of n images.
 
     Args:
         X: np.ndarray of shape (n, dim), or Rows: the run's vectors (Rows held elsewhere, such as the
             Dask backend's, stay there: see :func:`centred_neighbours`).
-        stats: np.ndarray of shape (n, N_STATS): their quality measurements (:func:`measure`).
+        stats: their quality measurements: :func:`measure`'s, or rows of
+            :func:`~imgclust.clean.quality.image_stats` (np.ndarray of shape (n, N_STATS)); or a function
+            that returns :func:`measure`'s, called after the neighbour search (so a large run never holds
+            the measurements and the search's index at once).
         settings: see :data:`CLEAN_OPTIONS` (defaults for missing keys).
         features, precision: the extractor's name (picks the near-duplicate method when it is ``auto``) and
             the precision its network ran at (None: fp32); with it they pick the outlier rule the settings
@@ -267,7 +287,6 @@ def run_checks(X: np.ndarray | Rows, stats: np.ndarray, settings: dict[str, Any]
     """
     settings = clean_settings(settings)
     n = len(X)
-    flags = quality_flags(stats)
     m = min(DEFAULT_NEIGHBOURS, n - 1)
     out_k, out_cutoff = outlier_rule(settings, features, precision)
     if isinstance(out_k, bool) or not isinstance(out_k, int | np.integer) or out_k < 1:
@@ -277,11 +296,16 @@ def run_checks(X: np.ndarray | Rows, stats: np.ndarray, settings: dict[str, Any]
     validate_near(method, settings["near_duplicate_threshold"])
     threshold = settings["near_duplicate_threshold"]
     searched = centred_neighbours(X, max(m, m_out), seed=seed) if max(m, m_out) >= 1 else None
+    measured = stats() if callable(stats) else stats
+    measured = measured if isinstance(measured, Measurements) else Measurements.from_rows(measured)
+    if len(measured) != n:
+        raise ValueError(f"{len(measured)} quality measurements for {n} vectors")
+    flags = quality_flags(measured.named)
     if method == "phash":
         from ..neighbors import EXACT_BELOW
 
         large = searched is not None and n >= EXACT_BELOW
-        near = _phash_groups(stats, threshold, seed, candidates=searched.idx if large else None)  # type: ignore[union-attr]
+        near = _phash_groups(measured.named, threshold, seed, candidates=searched.idx if large else None)  # type: ignore[union-attr]
     else:
         # A flat image has no content to compare: two flat images of any colours look alike to a network.
         low = np.array(["low_information" in f for f in flags], dtype=bool)
@@ -293,14 +317,15 @@ def run_checks(X: np.ndarray | Rows, stats: np.ndarray, settings: dict[str, Any]
         # The search's pairs are given: the vectors are not read again (only their count), so rows held
         # elsewhere need not come here.
         near = find_near_duplicates(X if isinstance(X, np.ndarray) else np.zeros((n, 0), np.float32), method=method,
-                                    threshold=threshold, seed=seed, knn_result=pairs, thumbs=thumbnails(stats))
+                                    threshold=threshold, seed=seed, knn_result=pairs, thumbs=measured.thumbs,
+                                    known=measured.known)
     # Outliers on the centred vectors (see imgclust.clean.outliers).
     if m_out < 1 or searched is None:
         centred = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
     else:
         centred = searched.sims[:, :m_out], searched.idx[:, :m_out]
     outliers = outlier_scores(*centred, k=int(out_k), cutoff=float(out_cutoff))
-    return CleanResult(stats, flags, near, outliers, settings)
+    return CleanResult(measured.named, flags, near, outliers, settings)
 
 
 @dataclass(frozen=True)
@@ -330,14 +355,21 @@ class Neighbours:
         Returns:
             (sims, idx) of shape (n, m), most similar first (ties by row), as :func:`imgclust.neighbors.knn`.
         """
-        safe = np.clip(self.idx, 0, None)
-        dot = (self.sims * self.norms[:, None] * self.norms[safe] + self.along[:, None] + self.along[safe]
-               + self.mean_sq)
+        n = len(self.idx)
         length = np.sqrt(np.maximum(self.norms ** 2 + 2 * self.along + self.mean_sq, 0.0))
-        cos = dot / np.maximum(length[:, None] * length[safe], 1e-12)
-        cos = np.where(self.idx >= 0, np.clip(cos, -1.0, 1.0), -np.inf).astype(np.float32)
-        order = np.lexsort((self.idx, -cos), axis=1)[:, :m]
-        return np.take_along_axis(cos, order, axis=1), np.take_along_axis(self.idx, order, axis=1)
+        out_sims = np.empty((n, min(m, self.idx.shape[1])), np.float32)
+        out_idx = np.empty(out_sims.shape, self.idx.dtype)
+        for a in range(0, n, _ROW_CHUNK):  # a chunk of rows at a time: the float64 temporaries stay small
+            b = min(a + _ROW_CHUNK, n)
+            idx = self.idx[a:b]
+            safe = np.clip(idx, 0, None)
+            dot = (self.sims[a:b] * self.norms[a:b, None] * self.norms[safe] + self.along[a:b, None] + self.along[safe]
+                   + self.mean_sq)
+            cos = dot / np.maximum(length[a:b, None] * length[safe], 1e-12)
+            cos = np.where(idx >= 0, np.clip(cos, -1.0, 1.0), -np.inf).astype(np.float32)
+            order = np.lexsort((idx, -cos), axis=1)[:, :m]
+            out_sims[a:b], out_idx[a:b] = np.take_along_axis(cos, order, axis=1), np.take_along_axis(idx, order, axis=1)
+        return out_sims, out_idx
 
 
 def centred_neighbours(X: np.ndarray | Rows, k: int, *, seed: int = 0) -> Neighbours:
@@ -347,8 +379,9 @@ def centred_neighbours(X: np.ndarray | Rows, k: int, *, seed: int = 0) -> Neighb
     from a faiss IVF index over the rows projected onto their leading directions, ranked by their
     exact cosine), run block by block over :class:`~imgclust.cluster.rows.Rows`, so the rows may stay
     where they are held (the Dask backend's store): this process holds the mean, the projection's
-    sample, the projected rows (``PROJECT_DIMS`` float32 values a row) and the per-row results; each
-    block's candidates are ranked where the block is read, their rows read there too.
+    sample, the index (the projected rows as ``PROJECT_DIMS`` float16 values a row, added block by block)
+    and the per-row results; each block is projected again where it is read, searches the index (sent
+    there once) and ranks its candidates there, reading their rows there too.
 
     Args:
         X: np.ndarray of shape (n, dim), or Rows, n >= 2; k: 1 <= k < n.
@@ -377,17 +410,22 @@ def centred_neighbours(X: np.ndarray | Rows, k: int, *, seed: int = 0) -> Neighb
         sample = nb.projection_sample(n, seed=seed, rows=nb._PROJECT_ROWS) if n > nb._PROJECT_ROWS else np.arange(n)
         P = nb.leading_directions(_centre(rows.take(sample), mean32)[0], nb.PROJECT_DIMS, seed=seed,
                                   rows=nb._PROJECT_ROWS)
-        # Each block's projection is put in place as it comes (no second copy of the projected rows).
-        Y = np.empty((n, nb.PROJECT_DIMS), np.float32)
+        mc = min(n - 1, nb._CANDIDATES * m)
+        # The IVF index is trained on, and calibrated with, a sample projected here; every block's projection is
+        # added to it as it comes, so the projected rows are never all held: the index keeps them as float16
+        # (see imgclust.neighbors.knn), and nothing else. Each block is then projected again where it is read,
+        # finds its candidates and ranks them there.
+        train, queries = nb.ivf_sample_rows(n, seed)
+        builder = nb.IVFBuilder(n, _projected_rows(rows, np.arange(n) if train is None else train, mean32, P),
+                                _projected_rows(rows, queries, mean32, P), seed=seed, n_neighbors=mc,
+                                half_precision=True)
         norms, along = np.empty(n), np.empty(n)
         for (start, stop), (y, block_norms, block_along) in zip(
                 rows.blocks(), rows.map_blocks(_projected_block, mean32, P), strict=True):
-            Y[start:stop], norms[start:stop], along[start:stop] = y, block_norms, block_along
-        mc = min(n - 1, nb._CANDIDATES * m)
-        # The index keeps the projected rows as float16 (see imgclust.neighbors.knn).
-        _, cand = nb.NeighborIndex(Y, seed=seed, n_neighbors=mc, half_precision=True).knn_self(mc)
-        del Y
-        found = list(rows.map_blocks(_rerank_block, mean32, m, rows.reader(), split=(cand,)))
+            builder.add(y)
+            norms[start:stop], along[start:stop] = block_norms, block_along
+        index = builder.finish()
+        found = list(rows.map_blocks(_search_block, mean32, P, index, mc, m, rows.reader()))
         sims = np.concatenate([f[0] for f in found])
         idx = np.concatenate([f[1] for f in found])
     return Neighbours(sims, idx, norms, along, float(mean @ mean))
@@ -431,11 +469,30 @@ def _projected_block(start: int, block: np.ndarray, mean32: np.ndarray,
         return unit_rows(Zc @ P), norms, along
 
 
-def _rerank_block(start: int, block: np.ndarray, cand: np.ndarray, mean32: np.ndarray, m: int,
-                  read: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    from ..neighbors import rerank_queries
+def _projected_rows(rows: Rows, idx: np.ndarray, mean32: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """The rows at ``idx`` (sorted) projected as :func:`_projected_block` projects a block, read a few
+    thousand at a time (so only their projections are held)."""
+    parts = [_projected_block(0, rows.take(idx[s:s + _TAKE_ROWS]), mean32, P)[0] for s in range(0, len(idx), _TAKE_ROWS)]
+    return np.concatenate(parts) if parts else np.empty((0, P.shape[1]), np.float32)
 
-    return rerank_queries(_centre(block, mean32)[0], cand, m, lambda idx: _centre(read(idx), mean32)[0])
+
+# Rows read at a time by _projected_rows (4,096 x 1,280 float32: 21 MB).
+_TAKE_ROWS = 4096
+# Rows at a time in the per-row computations on the neighbour lists (their float64 temporaries: a few MB).
+_ROW_CHUNK = 1 << 15
+
+
+def _search_block(start: int, block: np.ndarray, mean32: np.ndarray, P: np.ndarray, index: NeighborIndex, mc: int,
+                  m: int, read: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The block's ``mc`` candidates from the index of every projected row (the same projection as
+    :func:`_projected_block`, so the same query), ranked by their exact centred cosine: the ``m`` best."""
+    from ..neighbors import rerank_queries, unit_rows
+
+    Zc = _centre(block, mean32)[0]
+    with _one_thread():
+        Y = unit_rows(Zc @ P)
+    _, cand = index.search_self(start, Y, mc)
+    return rerank_queries(Zc, cand, m, lambda idx: _centre(read(idx), mean32)[0])
 
 
 def _phash_groups(stats: np.ndarray, threshold: float | None, seed: int,
@@ -445,7 +502,7 @@ def _phash_groups(stats: np.ndarray, threshold: float | None, seed: int,
     ``candidates`` (n, c) row indices, when given, are the rows compared with each row (the shared
     search of a large run); otherwise each hash's nearest hashes are searched.
     """
-    from ..neighbors import knn, rerank, unit_rows
+    from ..neighbors import knn, unit_rows
 
     n = len(stats)
     known = np.flatnonzero(~np.isnan(stats).any(axis=1))
@@ -453,17 +510,45 @@ def _phash_groups(stats: np.ndarray, threshold: float | None, seed: int,
     similarity = np.full(n, np.nan, np.float32)
     t = validate_near("phash", threshold)
     if len(known) >= 2:
-        H = hash_bits(stats[known])
         m = min(DEFAULT_NEIGHBOURS, len(known) - 1)
-        Hu = unit_rows(H)
         if candidates is not None:
             # The shared candidates, as positions among the known rows (-1 where unknown), ranked by hash.
             pos = np.full(n, -1, np.int64)
             pos[known] = np.arange(len(known))
-            cand = candidates[known]
-            nearest = rerank(Hu, np.where(cand >= 0, pos[np.maximum(cand, 0)], -1), m)
+            nearest = _hash_rerank(hash_words(stats[known]), candidates, known, pos, m)
         else:
-            nearest = knn(Hu, m, seed=seed)
-        sub = find_near_duplicates(H, method="phash", threshold=threshold, seed=seed, knn_result=nearest)
+            nearest = knn(unit_rows(hash_bits(stats[known])), m, seed=seed)
+        sub = find_near_duplicates(np.zeros((len(known), 0), np.float32), method="phash", threshold=threshold,
+                                   seed=seed, knn_result=nearest)
         group[known], similarity[known] = sub.group, sub.similarity
     return NearDuplicates(group, similarity, "phash", t)
+
+
+_BITS_SET = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def _hash_rerank(words: np.ndarray, candidates: np.ndarray, known: np.ndarray, pos: np.ndarray,
+                 m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``m`` candidates of each known row whose hash differs in the fewest bits, as
+    :func:`imgclust.neighbors.rerank` of :func:`hash_bits` rows ranks them (the cosine of two hashes that
+    differ in d of 64 bits is ``1 - 2 d / 64``; equal ones by row), from 8 bytes a hash, a chunk of rows
+    at a time.
+
+    Args:
+        words: np.ndarray of shape (n_known,), uint64: the known rows' hashes (:func:`hash_words`).
+        candidates: np.ndarray of shape (n, c): every row's candidates (rows; -1: none).
+        known: the known rows; pos: each row's position among them (-1: unknown).
+    """
+    sims = np.empty((len(known), m), np.float32)
+    idx = np.empty((len(known), m), np.int64)
+    for a in range(0, len(known), _ROW_CHUNK):
+        rows = known[a:a + _ROW_CHUNK]
+        cand = candidates[rows]
+        cand = np.where(cand >= 0, pos[np.maximum(cand, 0)], -1)
+        differ = np.bitwise_xor(words[a:a + len(rows), None], words[np.maximum(cand, 0)])
+        bits = _BITS_SET[differ.view(np.uint8)].reshape(*differ.shape, 8).sum(axis=-1, dtype=np.int64)
+        s = np.where(cand >= 0, (64 - 2 * bits) / 64, -np.inf).astype(np.float32)
+        order = np.lexsort((cand, -s), axis=1)[:, :m]
+        idx[a:a + len(rows)] = np.take_along_axis(cand, order, axis=1)
+        sims[a:a + len(rows)] = np.take_along_axis(s, order, axis=1)
+    return sims, idx
