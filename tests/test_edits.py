@@ -33,6 +33,11 @@ def test_apply_each_edit() -> None:
     assert ed.n_edits == 4 and ed.n_excluded == 1 and ed.k == 4
     assert [r["original_cluster"] for r in ed.rows][:5] == ["0"] * 4 + ["1"]
     assert ROWS[0]["cluster"] == "0"  # the input rows are not changed
+    # What a report reads: the rows still clustered, as they were read (no copy), and their edited clusters.
+    kept, labels = ed.clustered()
+    shown = [r for r in ed.rows if r["cluster"] != ""]
+    assert [r["path"] for r in kept] == [r["path"] for r in shown] and all(r in ROWS for r in kept)
+    assert labels.tolist() == [int(r["cluster"]) for r in shown]
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -444,6 +444,25 @@ def test_csv_round_trips_any_text(tmp_path):
         assert [r["path"] for r in csv.DictReader(fh)] == ODD_NAMES
 
 
+def test_csv_is_written_row_by_row_and_a_failure_leaves_the_old_file(tmp_path):
+    """Rows are written as a generator makes them (a table of millions is never held whole); an error
+    midway leaves the earlier file as it was and no temporary file."""
+    path = tmp_path / "a.csv"
+    write_csv(path, ({"path": n, "cluster": i} for i, n in enumerate(ODD_NAMES)))
+    assert [r["path"] for r in read_csv(path)] == ODD_NAMES
+    before = path.read_bytes()
+
+    def failing():
+        yield {"path": "x.png", "cluster": 0}
+        raise ValueError("labels for 1 usable records")
+
+    with pytest.raises(ValueError, match="usable records"):
+        write_csv(path, failing())
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+    write_csv(tmp_path / "empty.csv", iter([]), ["path", "cluster"])
+    assert (tmp_path / "empty.csv").read_text() == "path,cluster\n"
+
+
 def test_file_names_with_control_characters_survive_run_and_export(tmp_path):
     root = tmp_path / "photos"
     for i, name in enumerate(ODD_NAMES):

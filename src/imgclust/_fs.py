@@ -11,8 +11,10 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import OutputError
 
@@ -40,8 +42,11 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file + rename). Returns the path."""
+@contextmanager
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary file that becomes ``path`` atomically when the block ends without an error (temporary file in
+    the same folder, flushed, fsync'ed, renamed); on an error it is removed and ``path`` is left as it was.
+    For outputs written piece by piece (a table of millions of rows is never held whole)."""
     path = Path(path)
     tmp_name = None
     try:
@@ -50,7 +55,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -
         # mkstemp makes the file 0600; the renamed file must get the mode any new file gets (the umask).
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, path)
@@ -63,7 +68,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -
                 os.unlink(tmp_name)
             except OSError:
                 pass
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file + rename). Returns the path."""
+    with atomic_writer(path) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

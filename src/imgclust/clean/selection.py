@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, ParameterError
+from ..outputs.tables import CsvRow, read_csv
 from .stage import DUPLICATES_CSV, KEEP_RULES, pick_kept
 
 
-def read_duplicates(out_dir: Path) -> list[dict[str, str]]:
+def read_duplicates(out_dir: Path) -> list[CsvRow]:
     """The rows of a run's duplicates.csv, or an error saying the run predates it."""
     path = Path(out_dir) / DUPLICATES_CSV
     if not path.is_file():
         raise InputError(f"{out_dir} holds no {DUPLICATES_CSV} (a run made before near-duplicate groups existed). "
                          "Run imgclust run again to find them.")
-    with open(path, encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
+    return read_csv(path)
 
 
 def one_per_duplicate_group(out_dir: Path, rows: list[dict[str, str]], rule: str) -> list[dict[str, str]]:
@@ -29,7 +29,7 @@ def one_per_duplicate_group(out_dir: Path, rows: list[dict[str, str]], rule: str
     """
     if rule not in KEEP_RULES:
         raise ParameterError(f"--one-per-duplicate-group keeps the largest or the sharpest image; got '{rule}'.")
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for d in read_duplicates(out_dir):
         groups[d["group"]].append(d)
     dropped: set[str] = set()

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import io
 import logging
@@ -42,7 +41,7 @@ from ..features.base import Extractor
 from ..io.decode import decode
 from ..metrics import confusion, evaluate
 from .colors import cluster_colors
-from .tables import read_summary
+from .tables import read_csv, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -431,8 +430,7 @@ def k_choice_view(out_dir: Path, summary: dict[str, Any], k: int, figures: Path 
     path = out_dir / SWEEP_CSV
     if not (summary.get("k_auto") or summary.get("k_from_sweep")) or not path.is_file():
         return None
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("k")]
+    rows = [r for r in read_csv(path) if r.get("k")]
     if not rows:
         return None
 
@@ -481,11 +479,10 @@ def write_report(out_dir: str | os.PathLike[str], *, max_thumbs: int = MAX_THUMB
     figures = Path(figure_cache) if figure_cache is not None else None
     summary = read_summary(out_dir)
     edited = load_edited(out_dir)  # the run as corrected in review / imgclust edit (excluded images: cluster '')
-    rows = edited.rows
-    ok = [r for r in rows if r.get("status") == "ok" and r.get("cluster", "") != ""]
+    rows = edited.assignments
+    ok, labels = edited.clustered()
     if not ok:
         raise InputError(f"{out_dir}/assignments.csv lists no clustered image; there is nothing to report.")
-    labels = np.array([int(r["cluster"]) for r in ok])
     distances = np.array([float(r["distance"] or "nan") for r in ok])
     k = max(int(summary.get("k", labels.max() + 1)), edited.k)
     colors = cluster_colors(k)

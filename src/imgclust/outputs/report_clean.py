@@ -7,13 +7,14 @@ rest of the report; thumbnails are bounded (:data:`MAX_GROUPS`, :data:`MAX_OUTLI
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .tables import read_csv
 
 MAX_GROUPS = 40  # near-duplicate groups shown
 PER_GROUP = 8  # thumbnails per group
@@ -40,14 +41,7 @@ class CleanView:
     flags: list[tuple[str, int, list[CleanThumb]]] = field(default_factory=list)
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def clean_view(out_dir: Path, rows: list[dict[str, str]], summary: dict[str, Any],
+def clean_view(out_dir: Path, rows: Sequence[Mapping[str, str]], summary: dict[str, Any],
                thumbnail: Callable[[Path], str | None]) -> CleanView | None:
     """What the clean sections show, or None for a run made before these checks existed."""
     if "quality" not in (rows[0] if rows else {}):
@@ -55,8 +49,9 @@ def clean_view(out_dir: Path, rows: list[dict[str, str]], summary: dict[str, Any
     images_dir = Path(summary.get("images_dir", ""))
     view = CleanView(near=summary.get("near_duplicates") or {},
                      outlier_rule=(summary.get("outliers") or {}).get("rule", ""))
-    by_group: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for d in _read_csv(out_dir / "duplicates.csv"):
+    by_group: dict[str, list[Mapping[str, str]]] = defaultdict(list)
+    duplicates = out_dir / "duplicates.csv"
+    for d in read_csv(duplicates) if duplicates.is_file() else []:
         by_group[d["group"]].append(d)
     view.n_groups = len(by_group)
     groups = list(by_group.values())[:MAX_GROUPS]
