@@ -51,3 +51,20 @@ def test_auto_labels_need_two_first_level_folders(tmp_path: Path):
     assert resolve_label_mode("auto", ["x/a.jpg", "y/b.jpg"]) == "folder"
     with pytest.raises(ParameterError, match="Unknown label mode"):
         resolve_label_mode("colour", [])
+
+
+def test_a_record_keeps_its_path_as_text_and_gives_it_as_a_path(tmp_path: Path):
+    """A folder of millions of images: each record holds its path as one string (a Path keeps each part
+    as a string of its own), shares its label's string, and still pickles and compares as before."""
+    import pickle
+
+    from imgclust.io.discover import ImageRecord
+
+    for name in ("x/1.png", "x/2.png", "y/3.png"):
+        draw_image(tmp_path / name, color=(200, 30, 30))
+    records, mode = attach_labels(discover(tmp_path), "folder")
+    r = records[0]
+    assert isinstance(r.file, str) and r.path == tmp_path.resolve() / "x/1.png" and isinstance(r.path, Path)
+    assert records[0].label is records[1].label == "x"  # one string per label
+    assert pickle.loads(pickle.dumps(r)) == r and not hasattr(r, "__dict__")
+    assert ImageRecord(tmp_path / "z.png", "z.png").file == str(tmp_path / "z.png")  # a Path given becomes text

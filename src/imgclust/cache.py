@@ -55,7 +55,7 @@ def default_cache_dir() -> Path:
 
 def stat_key(record: ImageRecord) -> str:
     """The stat identity of a file: a digest of its absolute path, size and modification time (reads nothing)."""
-    return _stat_key(record.path, record.size, record.mtime_ns)
+    return _stat_key(record.file, record.size, record.mtime_ns)
 
 
 def file_key(record: ImageRecord, identity: str = "stat", digests: FileDigests | None = None) -> str:

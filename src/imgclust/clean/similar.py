@@ -95,7 +95,7 @@ def similar(out_dir: str | os.PathLike[str], queries: Sequence[str | os.PathLike
     extractor = get_extractor(config.features, **config.feature_options)
 
     # The queries first: a bad one fails before the run's vectors are loaded.
-    prepared = [prepare_one(extractor, ImageRecord(p.absolute(), str(p))) for p in paths]
+    prepared = [prepare_one(extractor, ImageRecord(str(p.absolute()), str(p))) for p in paths]
     for p, prep in zip(paths, prepared, strict=True):
         if prep.array is None:
             raise InputError(f"The query {p} cannot be used: {prep.status.replace('_', ' ')}. {prep.error}")

@@ -26,12 +26,12 @@ LABEL_MODES: tuple[str, ...] = ("auto", "folder", "prefix", "none")
 STATUS_OK = "ok"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageRecord:
     """One file found under the images folder.
 
     Attributes:
-        path: absolute path of the file.
+        file: absolute path of the file, as text (given as a Path or text); ``path`` gives it as a Path.
         relpath: path relative to the images folder, with '/' separators (what outputs show).
         size: size in bytes (0 when unknown).
         mtime_ns: modification time in nanoseconds (0 when unknown).
@@ -40,13 +40,24 @@ class ImageRecord:
         label: the ground-truth label when one is known (only used for scoring).
     """
 
-    path: Path
+    file: str
     relpath: str
     size: int = 0
     mtime_ns: int = 0
     status: str = STATUS_OK
     error: str = ""
     label: str | None = None
+
+    def __post_init__(self) -> None:
+        # Text, not a Path: a Path keeps every part of itself as a string of its own (a folder of millions
+        # of images held a few hundred bytes more per image).
+        if not isinstance(self.file, str):
+            object.__setattr__(self, "file", os.fspath(self.file))
+
+    @property
+    def path(self) -> Path:
+        """The absolute path of the file."""
+        return Path(self.file)
 
     @property
     def ok(self) -> bool:
@@ -128,7 +139,7 @@ def discover(
                 continue
             if _has_image_extension(d):
                 rel = full.relative_to(root_abs).as_posix()
-                records.append(ImageRecord(full, display_path(rel), status="is_a_directory",
+                records.append(ImageRecord(os.fspath(full), display_path(rel), status="is_a_directory",
                                            error="This is a folder whose name ends like an image file."))
             keep_dirs.append(d)
         dirnames[:] = keep_dirs
@@ -145,27 +156,27 @@ def discover(
 
 def _stat_record(full: Path, rel: str) -> ImageRecord:
     if full.name.startswith("."):
-        return ImageRecord(full, rel, status="hidden",
+        return ImageRecord(os.fspath(full), rel, status="hidden",
                            error="Hidden file (name starts with '.'), e.g. macOS metadata; not an image.")
     try:
         st = full.stat()
     except FileNotFoundError:
-        return ImageRecord(full, rel, status="broken_symlink", error="Symbolic link to a file that does not exist.")
+        return ImageRecord(os.fspath(full), rel, status="broken_symlink", error="Symbolic link to a file that does not exist.")
     except OSError as exc:
         if exc.errno == 40:  # ELOOP
-            return ImageRecord(full, rel, status="symlink_loop",
+            return ImageRecord(os.fspath(full), rel, status="symlink_loop",
                                error="Symbolic link loop: the link leads back to itself, never to a file.")
-        return ImageRecord(full, rel, status="unreadable", error=f"Cannot read file information: {exc.strerror}.")
+        return ImageRecord(os.fspath(full), rel, status="unreadable", error=f"Cannot read file information: {exc.strerror}.")
     if stat.S_ISDIR(st.st_mode):
-        return ImageRecord(full, rel, status="is_a_directory", error="This is a folder, not a file.")
+        return ImageRecord(os.fspath(full), rel, status="is_a_directory", error="This is a folder, not a file.")
     if not stat.S_ISREG(st.st_mode):
-        return ImageRecord(full, rel, status="not_a_file", error="Not a regular file (a device, pipe or socket).")
+        return ImageRecord(os.fspath(full), rel, status="not_a_file", error="Not a regular file (a device, pipe or socket).")
     if not os.access(full, os.R_OK):
-        return ImageRecord(full, rel, st.st_size, st.st_mtime_ns, status="permission_denied",
+        return ImageRecord(os.fspath(full), rel, st.st_size, st.st_mtime_ns, status="permission_denied",
                            error="No permission to read this file.")
     if st.st_size == 0:
-        return ImageRecord(full, rel, 0, st.st_mtime_ns, status="empty_file", error="The file is empty (0 bytes).")
-    return ImageRecord(full, rel, st.st_size, st.st_mtime_ns)
+        return ImageRecord(os.fspath(full), rel, 0, st.st_mtime_ns, status="empty_file", error="The file is empty (0 bytes).")
+    return ImageRecord(os.fspath(full), rel, st.st_size, st.st_mtime_ns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,4 +220,9 @@ def attach_labels(records: Sequence[ImageRecord], mode: str) -> tuple[list[Image
     if used == "none":
         return [replace(r, label=None) for r in records], used
     rule = LABEL_RULES[used]
-    return [replace(r, label=rule(r.relpath)) for r in records], used
+    names: dict[str, str] = {}  # one string per label, not one per image
+    return [replace(r, label=_shared(names, rule(r.relpath))) for r in records], used
+
+
+def _shared(names: dict[str, str], label: str | None) -> str | None:
+    return label if label is None else names.setdefault(label, label)
