@@ -9,9 +9,10 @@ the runs find everything cached. Then runs, one after the other:
     imgclust run DIR --out OUT --features pixels --size 20 --cache CACHE -q --backend dask --workers 2
 
 and prints each run's wall time, the peak resident memory of the process that ran the command
-(``ru_maxrss`` of that process alone: on Dask the client, not its workers), the largest sum of the
-workers' resident memory seen (sampled every 0.2 s), the vectors' size, and whether the two runs
-found the same k and the same clusters (adjusted Rand index of the two assignments.csv).
+(``ru_maxrss`` of that process alone: on Dask the client, not its workers), as a share of the
+vectors' size and per image, the largest sum of the workers' resident memory seen (sampled every
+0.2 s), and whether the two runs found the same k and the same clusters (adjusted Rand index of the
+two assignments.csv). Every run computes every stage: the results cache is emptied before each.
 
     PYTHONPATH=src python bench/dask_scale.py [--n 500000] [--dim-side 20] [--skip-local] [--keep DIR]
 
@@ -215,20 +216,25 @@ def main() -> int:
               f"{vector_bytes / 2**30:.2f} GiB of vectors (setup {time.perf_counter() - t0:.0f} s)", flush=True)
         base = ["run", str(images), "--features", "pixels", "--size", str(args.dim_side), "--cache", str(cache), "-q"]
         runs = {}
+        # Each run computes every stage: the results an earlier run kept (the clustering, the clean checks) are
+        # removed first, the vectors and measurements stay cached.
         if not args.skip_local:
             shutil.rmtree(work / "out-local", ignore_errors=True)
+            shutil.rmtree(cache / "results", ignore_errors=True)
             runs["local"] = timed_run([*base, "--out", str(work / "out-local")])
         shutil.rmtree(work / "out-dask", ignore_errors=True)
+        shutil.rmtree(cache / "results", ignore_errors=True)
         runs["dask, 2 workers"] = timed_run([*base, "--out", str(work / "out-dask"), "--backend", "dask",
                                              "--workers", "2"])
-        print(f"{'run':<18}{'wall s':>9}{'peak RSS GiB':>14}{'/ vectors':>11}{'workers GiB':>13}{'k':>4}")
+        print(f"{'run':<18}{'wall s':>9}{'peak RSS GiB':>14}{'/ vectors':>11}{'B / image':>11}{'workers GiB':>13}"
+              f"{'k':>4}")
         for name, r in runs.items():
             out = work / ("out-local" if name == "local" else "out-dask")
             summary = json.loads((out / "summary.json").read_text())
             workers = f"{r['workers_rss'] / 2**30:.2f}" if r["workers_rss"] else "-"
             print(f"{name:<18}{r['seconds']:>9.1f}{r['peak_rss'] / 2**30:>14.2f}{r['peak_rss'] / vector_bytes:>11.2f}"
-                  f"{workers:>13}{summary['k']:>4}")
-            print(f"    stages: {summary['timings']}")
+                  f"{r['peak_rss'] / args.n:>11.0f}{workers:>13}{summary['k']:>4}")
+            print(f"    stages: {summary['timings']}; from the results cache: {summary.get('results_cached')}")
         if "local" in runs:
             ari = evaluate(clusters(work / "out-local"), clusters(work / "out-dask"))["ari"]
             print(f"same clusters as the local run: adjusted Rand index {ari:.6f}")
