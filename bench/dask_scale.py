@@ -19,15 +19,15 @@ two assignments.csv). Every run computes every stage: the results cache is empti
 ``--blocks`` instead times, in this process, what a worker does per block of 16,384 rows of
 1,280 values (Lite0's width) in each pass over all rows of a default run (the search of the
 20,000-row sample by the rows outside it, the cluster sums, the distances to the centres, the
-map's projection, and a hash of the vectors for the fingerprint): what docs/cluster.md's
-10-million-image estimate rests on.
+map's projection; the clean checks' sum, projection, and search of an index over ``--index-rows``
+projected rows with the ranking of the candidates): what docs/cluster.md's 10-million-image
+estimate rests on.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -144,11 +144,17 @@ def clusters(out: Path) -> np.ndarray:
         return np.array([int(r["cluster"]) for r in csv.DictReader(fh) if r["cluster"] != ""])
 
 
-def block_costs(seed: int = 0, k: int = 20, repeat: int = 3) -> None:
-    """Seconds per block of BLOCK_ROWS x 1,280 rows for each pass a worker runs (best of ``repeat``)."""
+def block_costs(seed: int = 0, k: int = 20, repeat: int = 3, index_rows: int = 1_000_000) -> None:
+    """Seconds per block of BLOCK_ROWS x 1,280 rows for each pass a worker runs (best of ``repeat``).
+
+    The clean checks' search runs against an index over ``index_rows`` projected rows (its cost per
+    query grows with the rows in the lists it visits, about sqrt(n)), and ranks each row's candidates
+    reading their vectors from an array here (on a cluster: from the store; counted and printed).
+    """
+    from imgclust.clean import stage
     from imgclust.cluster import rows as rows_module
     from imgclust.cluster.spectral import SAMPLE_SIZE, SampleSearch, _search_block
-    from imgclust.neighbors import unit_rows
+    from imgclust.neighbors import PROJECT_DIMS, IVFBuilder, ivf_sample_rows, leading_directions, unit_rows
     from imgclust.outputs.report import _project_block
 
     rng = np.random.default_rng(seed)
@@ -163,20 +169,49 @@ def block_costs(seed: int = 0, k: int = 20, repeat: int = 3) -> None:
     centers = centres.copy()
     mean, axes = sample.mean(axis=0, dtype=np.float64), rng.normal(0, 1, (2, d))
     outside = np.ones(b, dtype=bool)
+    # The clean checks' index: index_rows projected rows drawn like the block's (built here, not timed per block).
+    mean32 = mean.astype(np.float32)
+    P = leading_directions(stage._centre(sample, mean32)[0], PROJECT_DIMS, seed=seed)
+    t0 = time.perf_counter()
+    train, queries = ivf_sample_rows(index_rows, seed)
+
+    def projected(n: int) -> np.ndarray:
+        rows = centres[rng.integers(0, k, n)] + rng.normal(0, 0.7, (n, d)).astype(np.float32)
+        return stage._projected_block(0, rows, mean32, P)[0]
+
+    builder = IVFBuilder(index_rows, projected(index_rows if train is None else len(train)), projected(len(queries)),
+                         seed=seed, n_neighbors=40, half_precision=True)
+    builder.add(stage._projected_block(0, block, mean32, P)[0])  # the timed block is rows 0.. of the index
+    for start in range(b, index_rows, BATCH):
+        builder.add(projected(min(BATCH, index_rows - start)))
+    index = builder.finish()
+    index_build = time.perf_counter() - t0
+    reads = [0]
+
+    def read(idx: np.ndarray) -> np.ndarray:  # the candidates' rows (drawn: their cost is the reading)
+        reads[0] += len(idx)
+        return block[np.asarray(idx) % b]
+
     passes = {
-        "hash (fingerprint)": lambda: hashlib.blake2b(block.tobytes(), digest_size=20).digest(),
         "search the sample": lambda: _search_block(0, block, outside, search),
         "cluster sums": lambda: rows_module._sums_block(0, block, labels, k),
         "distances": lambda: rows_module._sq_distances_block(0, block, labels, centers),
         "map projection": lambda: _project_block(0, block, mean, axes),
+        "clean: sum (mean)": lambda: stage._sum_block(0, block),
+        "clean: projection": lambda: stage._projected_block(0, block, mean32, P),
+        "clean: search, rank": lambda: stage._search_block(0, block, mean32, P, index, 40, 20, read),
     }
     print(f"the sample's index (client, once): {build:.2f} s; {search.info()}")
+    print(f"the clean checks' index over {index_rows:,} projected rows (client, once; drawing the rows included): "
+          f"{index_build:.1f} s, nlist {index.nlist}, nprobe {index.nprobe}, recall {index.recall:.3f}")
     print(f"per block of {b:,} x {d} float32 ({b * d * 4 / 2**20:.0f} MiB), one process:")
     total = 0.0
     for name, fn in passes.items():
+        reads[0] = 0
         best = min(_timed(fn) for _ in range(repeat))
         total += best
-        print(f"  {name:<22}{best:>8.3f} s")
+        extra = f"  (reads the vectors of {reads[0] // repeat:,} candidate rows)" if reads[0] else ""
+        print(f"  {name:<22}{best:>8.3f} s{extra}")
     print(f"  {'all passes':<22}{total:>8.3f} s")
 
 
@@ -194,9 +229,11 @@ def main() -> int:
     ap.add_argument("--skip-local", action="store_true")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (reused when it holds the files)")
     ap.add_argument("--blocks", action="store_true", help="time each pass over one block instead (no runs)")
+    ap.add_argument("--index-rows", type=int, default=1_000_000,
+                    help="--blocks: rows of the clean checks' index the block is searched against")
     args = ap.parse_args()
     if args.blocks:
-        block_costs(args.seed)
+        block_costs(args.seed, index_rows=args.index_rows)
         print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         return 0
     work = args.keep or Path(tempfile.mkdtemp(prefix="imgclust-dask-scale-"))
