@@ -101,14 +101,15 @@ def write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: Sequence[str]
         columns = list(first.keys()) if first is not None else []
     with atomic_writer(path) as binary:
         text = _LineFeedRows(binary)
-        w = csv.DictWriter(text, fieldnames=list(columns), extrasaction="ignore", lineterminator="\r\n")
-        w.writeheader()
-        if first is not None:
-            w.writerow(first)
-            for row in it:
-                w.writerow(row)
-        text.flush()
-        text.detach()  # the binary file stays open for the atomic writer to sync and rename
+        try:
+            w = csv.DictWriter(text, fieldnames=list(columns), extrasaction="ignore", lineterminator="\r\n")
+            w.writeheader()
+            if first is not None:
+                w.writerow(first)
+                for row in it:
+                    w.writerow(row)
+        finally:
+            text.detach()  # flushed; the binary file stays open for the atomic writer to sync and rename (or drop)
     return path
 
 
