@@ -6,6 +6,7 @@ discover -> decode/extract (cache) -> cluster (or choose k) -> evaluate -> outpu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -111,20 +112,20 @@ def return_freed_memory() -> None:
     """Give the memory freed by a stage back to the system (glibc keeps freed heap pages for reuse; the
     many small objects of a large folder's stage leave much of it), so that the next stage's peak does
     not sit on top of it. Nothing happens where the C library has no ``malloc_trim``."""
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
-_MALLOC_TRIM: Any = None
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
 
 
 @dataclass
